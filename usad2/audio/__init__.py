@@ -1,0 +1,1 @@
+"""Audio: loading any sox/soundfile format to the 16 kHz mono float contract, and the fbank front end."""

@@ -1,0 +1,1 @@
+"""usad2.distill."""

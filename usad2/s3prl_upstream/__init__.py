@@ -1,0 +1,1 @@
+"""usad2.s3prl_upstream."""
