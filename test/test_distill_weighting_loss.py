@@ -1,0 +1,54 @@
+"""Domain weights and the loss against hand computations (issue 5 acceptance)."""
+import math
+
+import pytest
+import torch
+
+from usad2.distill.loss import frame_loss, masked_mean
+from usad2.distill.weighting import teacher_weights
+from usad2.errors import ConfigError
+
+
+def test_m3_weights_sum_to_one_with_one_match():
+    w = teacher_weights(["speech", "audio", "music"], "audio", omega=10)
+    assert w == pytest.approx([1 / 12, 10 / 12, 1 / 12])
+    assert sum(w) == pytest.approx(1.0)
+
+
+def test_m2_and_m5():
+    assert teacher_weights(["speech", "music"], "music", omega=10) == pytest.approx([1 / 11, 10 / 11])
+    w = teacher_weights(["speech", "audio", "music", "speech", "audio"], "speech", omega=10)
+    # two speech teachers both match: 10/14 each, the others 1/14
+    assert w == pytest.approx([10 / 14, 1 / 14, 1 / 14, 10 / 14, 1 / 14])
+
+
+def test_no_match_and_unknown_and_omega_one():
+    assert teacher_weights(["speech", "audio"], "music", omega=10) == pytest.approx([1 / 11, 1 / 11])
+    assert teacher_weights(["speech", "audio", "music"], "unknown", omega=10) == pytest.approx([1 / 3] * 3)
+    assert teacher_weights(["speech", "audio", "music"], "speech", omega=1) == pytest.approx([1 / 3] * 3)
+
+
+def test_any_domain_teacher_fixed_weight():
+    # stage 2 (SPEC §4): Whisper (speech, M = 1) gets 1 on speech and 1/omega elsewhere; AF3 (any) 1
+    assert teacher_weights(["speech", "any"], "speech", omega=10) == pytest.approx([1.0, 1.0])
+    assert teacher_weights(["speech", "any"], "music", omega=10) == pytest.approx([1 / 10, 1.0])
+    assert teacher_weights(["speech", "any"], "audio", any_weight=0.5) == pytest.approx([0.1, 0.5])
+
+
+def test_bad_domain_rejected():
+    with pytest.raises(ConfigError, match="noise"):
+        teacher_weights(["speech"], "noise")
+
+
+def test_loss_on_known_tensors_with_padding():
+    pred = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [9.0, 9.0]]])
+    target = torch.tensor([[[1.0, 0.0], [2.0, 0.0], [0.0, 0.0]]])
+    mask = torch.tensor([[True, True, False]])
+    total, l1, cos = frame_loss(pred, target, mask)
+    # frame 0: identical -> l1 0, cos 1; frame 1: l1 (2+2)/2 = 2, cos 0; frame 2 padded.
+    expected0 = -math.log(1 / (1 + math.exp(-1)))
+    expected1 = 2 + math.log(2)
+    assert total[0].tolist() == pytest.approx([expected0, expected1, 0.0], rel=1e-6)
+    assert masked_mean(total, mask).item() == pytest.approx((expected0 + expected1) / 2, rel=1e-6)
+    assert masked_mean(total, mask, weights=torch.tensor([0.5])).item() == pytest.approx(
+        (expected0 + expected1) / 4, rel=1e-6)

@@ -1,0 +1,87 @@
+"""Frame-rate alignment of student predictions and teacher targets (SPEC.md §3).
+
+Rates are exact Fractions. With student rate r_s and teacher rate r_t:
+- r_s = n·r_t (n integer > 1): mean-pool the student predictions by n (50 Hz student, 25 Hz ATST);
+- r_t = n·r_s: mean-pool the teacher targets by n;
+- equal rates: nothing;
+- otherwise: resample the teacher targets in time to the student's frame centres by linear
+  interpolation between the teacher frames' timestamps (frame t at offset + t / rate seconds).
+Pooling groups consecutive frames; a last partial group averages its valid frames only. Both
+sides are then cut to the shorter length; a length difference above `tolerance` student frames
+is an error naming the teacher and utterance, never something silently hidden.
+"""
+import fractions
+
+import torch
+
+from usad2.errors import Usad2Error
+
+
+class AlignmentError(Usad2Error):
+    """Student and teacher frame counts disagree beyond the tolerance."""
+
+
+def _pool(x, lengths, n):
+    """Mean-pool (B, T, D) by n over valid frames; returns (B, ceil(T/n), D), new lengths."""
+    b, t, d = x.shape
+    pad = (-t) % n
+    mask = (torch.arange(t, device=x.device).unsqueeze(0) < lengths.unsqueeze(1)).to(x.dtype)
+    x = torch.nn.functional.pad(x * mask.unsqueeze(-1), (0, 0, 0, pad))
+    mask = torch.nn.functional.pad(mask, (0, pad))
+    sums = x.view(b, -1, n, d).sum(2)
+    counts = mask.view(b, -1, n).sum(2)
+    pooled = sums / counts.clamp(min=1).unsqueeze(-1)
+    return pooled, torch.div(lengths + n - 1, n, rounding_mode="floor")
+
+
+def _interpolate(target, lengths, src_rate, src_offset, dst_rate, dst_offset, num_out):
+    """Sample (B, T, D) teacher frames at the student frame times by linear interpolation."""
+    t_out = torch.arange(num_out, dtype=torch.float64, device=target.device)
+    times = float(dst_offset) + t_out / float(dst_rate)
+    pos = (times - float(src_offset)) * float(src_rate)  # fractional teacher frame index
+    out, new_lengths = [], []
+    for i in range(target.shape[0]):
+        n = int(lengths[i])
+        p = pos.clamp(0, max(n - 1, 0))
+        lo = p.floor().long()
+        hi = (lo + 1).clamp(max=max(n - 1, 0))
+        frac = (p - lo.to(p.dtype)).to(target.dtype).unsqueeze(-1)
+        out.append(target[i, lo] * (1 - frac) + target[i, hi] * frac)
+        # student frames whose time lies within the teacher's covered span (+ half a frame)
+        last_time = float(src_offset) + (n - 0.5) / float(src_rate)
+        new_lengths.append(int((times <= last_time + 1e-9).sum()))
+    return torch.stack(out), torch.tensor(new_lengths, device=target.device)
+
+
+def align(pred, pred_lengths, target, target_lengths, student_rate, teacher_rate,
+          student_offset=0.0, teacher_offset=0.0, tolerance=2, name="teacher", utts=None):
+    """Bring student predictions (B, Ts, D) and teacher targets (B, Tt, D) to one time axis.
+
+    Returns (pred, target, lengths, mask), both cut to the same T, mask (B, T) of valid frames.
+    `tolerance` is in student frames (at the student's rate, before pooling).
+    """
+    rs, rt = fractions.Fraction(student_rate), fractions.Fraction(teacher_rate)
+    pred_lengths = torch.as_tensor(pred_lengths, device=pred.device)
+    target_lengths = torch.as_tensor(target_lengths, device=target.device)
+    tol = tolerance
+    if rs != rt and (rs / rt).denominator == 1:
+        n = int(rs / rt)
+        pred, pred_lengths = _pool(pred, pred_lengths, n)
+        tol = max(1, -(-tolerance // n))  # the tolerance shrinks with the pooled rate
+    elif rs != rt and (rt / rs).denominator == 1:
+        target, target_lengths = _pool(target, target_lengths, int(rt / rs))
+    elif rs != rt:
+        target, target_lengths = _interpolate(target, target_lengths, rt, teacher_offset, rs,
+                                              student_offset, pred.shape[1])
+    diff = (pred_lengths - target_lengths).abs()
+    if bool((diff > tol).any()):
+        i = int(diff.argmax())
+        who = utts[i] if utts is not None else f"batch item {i}"
+        raise AlignmentError(
+            f"{name}: utterance {who}: {int(pred_lengths[i])} student frames vs "
+            f"{int(target_lengths[i])} teacher frames after alignment (tolerance {tol})")
+    lengths = torch.minimum(pred_lengths, target_lengths)
+    t = int(lengths.max()) if lengths.numel() else 0
+    pred, target = pred[:, :t], target[:, :t]
+    mask = torch.arange(t, device=pred.device).unsqueeze(0) < lengths.unsqueeze(1)
+    return pred, target, lengths, mask

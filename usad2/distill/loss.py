@@ -1,0 +1,30 @@
+"""The distillation loss (SPEC.md §3): per frame, mean_d |ẑ - z| - log σ(cos(ẑ, z)).
+
+Padded frames are masked out. `frame_loss` returns per-frame values so that the trainer can
+weight utterances by domain and normalise over all valid frames of the global batch.
+"""
+import torch
+import torch.nn.functional as F
+
+
+def frame_loss(pred, target, mask):
+    """pred, target: (B, T, D); mask: (B, T) True on valid frames. Returns (B, T), 0 on padding.
+
+    Also returns the two terms (L1 and cosine) separately for logging.
+    """
+    pred = pred.float()
+    target = target.float()
+    l1 = (pred - target).abs().mean(dim=-1)
+    cos = F.cosine_similarity(pred, target, dim=-1, eps=1e-8)
+    cos_term = -F.logsigmoid(cos)
+    m = mask.to(pred.dtype)
+    return (l1 + cos_term) * m, l1 * m, cos_term * m
+
+
+def masked_mean(values, mask, weights=None):
+    """Mean of (B, T) `values` over valid frames, each utterance's frames weighted by weights[b]."""
+    m = mask.to(values.dtype)
+    if weights is not None:
+        m = m * weights.to(values.dtype).unsqueeze(1)
+    denom = mask.sum().clamp(min=1)
+    return (values * m).sum() / denom
