@@ -9,7 +9,7 @@ Layout of a targets dir (`dump/targets/<teacher>/<set>/`):
     L<k>.scp               all shards merged, sorted by utterance id
     utt2num_frames         teacher frames per utterance
 
-Entries are written with kaldiio's NumPy entry format (`NPY` after the binary marker), the only
+Entries are written in kaldiio's NumPy entry format (an `NPY` marker after the key), the only
 kaldiio format that stores float16; float32 (`FM`) and Kaldi compressed (`CM`) entries are read
 too. The reader never unpickles: a `PKL` entry is rejected and `np.load` runs with
 `allow_pickle=False`. scp paths are absolute (so kaldiio.load_scp works from any directory);
@@ -89,13 +89,13 @@ def read_entry(ark_path, offset, name="?"):
     try:
         with open(ark_path, "rb") as fd:
             fd.seek(offset)
-            head = fd.read(5)
-            if head[:2] != b"\0B":
-                raise TargetsError(f"{ark_path}:{offset} ({name}): not a binary Kaldi entry")
-            if head[2:5] == b"PKL":
+            head = fd.read(3)
+            if head == b"PKL":
                 raise TargetsError(f"{ark_path}:{offset} ({name}): pickled entries are refused")
+            if head != b"NPY" and head[:2] != b"\0B":
+                raise TargetsError(f"{ark_path}:{offset} ({name}): not a binary Kaldi or NumPy entry")
             fd.seek(offset)
-            array = read_kaldi(fd, load_kwargs={"allow_pickle": False} if head[2:5] == b"NPY" else None)
+            array = read_kaldi(fd, load_kwargs={"allow_pickle": False} if head == b"NPY" else None)
     except FileNotFoundError:
         raise TargetsError(f"{name}: ark file {ark_path} does not exist") from None
     except TargetsError:
