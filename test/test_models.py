@@ -1,0 +1,171 @@
+"""Student encoder, presets and heads (issue 3 items 1-2): shapes, lengths, padding, params."""
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from usad2.errors import ConfigError
+from usad2.models.encoder import EncoderConfig, StudentEncoder, relative_sinusoids
+from usad2.models.heads import PredictionHead, build_heads, head_key, parse_head_key
+from usad2.models.presets import PRESETS, count_parameters, get_preset
+from usad2.models.wave_encoder import Usad2Model
+
+# the paper's sizes (SPEC.md §1); counts must fall within 5 % of the range
+PAPER_PARAMS = {"small": (24e6, 25e6), "base": (94e6, 97e6), "large": (330e6, 336e6),
+                "xlarge": (695e6, 695e6), "xxlarge": (1036e6, 1036e6)}
+
+
+def shrunk(name):
+    """The preset's structure (strides, rate) with tiny dims, so every preset runs fast."""
+    return get_preset(name, d_model=32, num_layers=2, num_heads=4, pos_conv_groups=4)
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_PARAMS))
+def test_parameter_counts_match_paper(name):
+    lo, hi = PAPER_PARAMS[name]
+    n = count_parameters(get_preset(name))
+    assert 0.95 * lo <= n <= 1.05 * hi, n
+
+
+def test_exact_parameter_count_of_base():
+    # 98,850,496 = the paper's 98.9 M; guards against silent architecture drift
+    assert count_parameters(get_preset("base")) == 98_850_496
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_shapes_and_lengths_every_preset(name):
+    torch.manual_seed(0)
+    cfg = shrunk(name)
+    model = StudentEncoder(cfg).eval()
+    lengths = torch.tensor([203, 150, 9])
+    feats = torch.randn(3, 203, 128)
+    out = model(feats, lengths)
+    stride = PRESETS[name].time_stride
+    expected = torch.tensor([-(-n // stride) for n in lengths.tolist()])  # ceil(T / stride)
+    assert torch.equal(out.lengths, expected)
+    assert torch.equal(cfg.output_length(lengths), expected)
+    assert [cfg.output_length(n) for n in (203, 150, 9)] == expected.tolist()
+    t = int(expected.max())
+    assert len(out.hidden_states) == cfg.num_layers + 1 and len(out.ffn_outputs) == cfg.num_layers
+    for h in out.hidden_states + out.ffn_outputs:
+        assert h.shape == (3, t, 32)
+    assert torch.equal(out.padding_mask, torch.arange(t)[None] >= expected[:, None])
+    # padded frames are exact zeros in every output
+    for h in out.hidden_states + out.ffn_outputs:
+        assert h[out.padding_mask].abs().max() == 0
+
+
+def test_25hz_halves_frames():
+    torch.manual_seed(0)
+    feats = torch.randn(1, 400, 128)
+    out50 = StudentEncoder(shrunk("large")).eval()(feats)
+    out25 = StudentEncoder(shrunk("xlarge")).eval()(feats)
+    assert out50.hidden_states[-1].shape[1] == 200
+    assert out25.hidden_states[-1].shape[1] == 100
+
+
+@pytest.mark.parametrize("stride", [2, 4])
+def test_padding_does_not_change_valid_outputs(stride):
+    torch.manual_seed(1)
+    cfg = get_preset("tiny", time_stride=stride, freq_stride=stride)
+    model = StudentEncoder(cfg).eval()
+    feats = torch.randn(3, 131, 128)
+    lengths = torch.tensor([131, 77, 40])
+    batch = model(feats, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        # garbage (not zeros) beyond the length must not matter either
+        alone = model(feats[i:i + 1, :n], lengths[i:i + 1])
+        t = int(alone.lengths[0])
+        assert int(batch.lengths[i]) == t
+        for a, b in zip(batch.hidden_states + batch.ffn_outputs, alone.hidden_states + alone.ffn_outputs):
+            torch.testing.assert_close(a[i, :t], b[0], atol=1e-5, rtol=0)
+
+
+def test_relative_sinusoids_values():
+    emb = relative_sinusoids(3, 8)  # offsets 2, 1, 0, -1, -2
+    assert emb.shape == (5, 8)
+    torch.testing.assert_close(emb[2], torch.tensor([0.0, 1.0] * 4))  # offset 0: sin 0, cos 0
+    torch.testing.assert_close(emb[0, 0], torch.sin(torch.tensor(2.0)))  # offset +2, fastest frequency
+    torch.testing.assert_close(emb[4, :2], torch.tensor([torch.sin(torch.tensor(-2.0)), torch.cos(torch.tensor(-2.0))]))
+
+
+def test_relative_attention_matches_naive_formula():
+    """score(i, j) = [(q_i + u) . k_j + (q_i + v) . W_pos e(i - j)] / sqrt(d_head), per head."""
+    torch.manual_seed(0)
+    cfg = get_preset("tiny", num_layers=1, num_heads=2, dropout=0.0, attention_dropout=0.0)
+    attn = StudentEncoder(cfg).layers[0].attn.eval()
+    t, d, h = 5, 64, 2
+    dk = d // h
+    x = torch.randn(1, t, d)
+    mask = torch.tensor([[False, False, False, False, True]])
+    emb = relative_sinusoids(t, d)
+    out = attn(x, emb, mask)
+    q = attn.q_proj(x)[0].view(t, h, dk)
+    k = attn.k_proj(x)[0].view(t, h, dk)
+    v = attn.v_proj(x)[0].view(t, h, dk)
+    ref = torch.zeros(t, h, dk)
+    for head in range(h):
+        scores = torch.empty(t, t)
+        for i in range(t):
+            for j in range(t):
+                p = attn.pos_proj(emb[(t - 1) - (i - j)]).view(h, dk)[head]
+                scores[i, j] = ((q[i, head] + attn.pos_bias_u[head]) @ k[j, head]
+                                + (q[i, head] + attn.pos_bias_v[head]) @ p) / dk ** 0.5
+        scores[:, 4] = float("-inf")
+        ref[:, head] = torch.softmax(scores, -1) @ v[:, head]
+    torch.testing.assert_close(out[0], attn.out_proj(ref.reshape(t, d)), atol=1e-5, rtol=1e-5)
+
+
+def test_layer_structure_and_config_roundtrip():
+    cfg = get_preset("xlarge")
+    assert cfg.conv_strides == [(2, 2), (2, 2)] and cfg.subsampled_bins == 32
+    assert get_preset("small").conv_strides == [(2, 2), (1, 1)] and get_preset("small").subsampled_bins == 64
+    assert sum(cfg.pos_conv_kernels) == 95 and cfg.pos_conv_kernels == [19] * 5
+    assert EncoderConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown EncoderConfig keys: bogus"):
+        EncoderConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+    with pytest.raises(ValueError, match="time_stride must be one of"):
+        dataclasses.replace(cfg, time_stride=3)
+    with pytest.raises(ConfigError, match="unknown model preset 'huge'"):
+        get_preset("huge")
+
+
+def test_train_mode_dropout_and_layerdrop_run():
+    torch.manual_seed(0)
+    model = StudentEncoder(get_preset("tiny", layerdrop=0.5)).train()
+    out = model(torch.randn(2, 50, 128), torch.tensor([50, 30]))
+    out.hidden_states[-1].sum().backward()
+    assert model.subsampler.proj.weight.grad is not None
+
+
+def test_wave_model_rates_and_forward():
+    torch.manual_seed(0)
+    for stride, rate, down in ((2, 50.0, 320), (4, 25.0, 640)):
+        model = Usad2Model(get_preset("tiny", time_stride=stride, freq_stride=stride)).eval()
+        assert model.frame_rate == rate and model.downsample_rate == down
+        wavs = torch.randn(2, 16000) * 0.1
+        out = model(wavs, torch.tensor([16000, 8000]))
+        # 1 s -> 98 fbank frames -> ceil(98 / stride)
+        assert out.lengths.tolist() == [-(-98 // stride), -(-48 // stride)]
+
+
+def test_heads():
+    heads = build_heads({("wavlm_base_plus", 4): 768, ("atst_frame", 12): 384, ("a.b", 1): 5}, in_dim=64)
+    assert list(heads) == ["a_b:L1", "atst_frame:L12", "wavlm_base_plus:L4"]
+    head = heads[head_key("wavlm_base_plus", 4)]
+    assert isinstance(head, PredictionHead)
+    assert [type(m).__name__ for m in head] == ["Linear", "ReLU", "Linear"]
+    assert head(torch.randn(2, 7, 64)).shape == (2, 7, 768)
+    assert parse_head_key("wavlm_base_plus:L4") == ("wavlm_base_plus", 4)
+    with pytest.raises(ValueError, match="two heads"):
+        build_heads({("a.b", 1): 3, ("a_b", 1): 3}, in_dim=4)
+
+
+def test_model_info_cli(repo_dir):
+    proc = subprocess.run([sys.executable, "-m", "usad2.bin.model_info", "--preset", "base"],
+                          capture_output=True, text=True, cwd=repo_dir, check=True)
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == "params: 98850496"
+    assert "d_model: 768" in lines and "frame_rate: 50.0" in lines

@@ -1,0 +1,52 @@
+"""Print a student encoder's configuration and parameter count.
+
+    python -m usad2.bin.model_info --preset small
+    python -m usad2.bin.model_info --export exp/tag/export/model.pt
+
+One "key: value" line per configuration field, the frame and downsample rates, and as the
+LAST line `params: <integer>` (counted on the meta device: no memory is allocated).
+"""
+import logging
+
+from usad2.errors import ConfigError
+from usad2.utils.cli import make_parser, run_main
+from usad2.utils.log import log_invocation, setup_logging
+
+
+def model_info(preset=None, export=None):
+    """The lines to print for a preset name or an export path (exactly one of them)."""
+    from usad2.audio.frontend import FbankConfig
+    from usad2.models.encoder import EncoderConfig
+    from usad2.models.export import check_export_dict, read_torch_file
+    from usad2.models.presets import count_parameters, get_preset
+
+    if (preset is None) == (export is None):
+        raise ConfigError("give exactly one of --preset and --export")
+    if preset is not None:
+        config, fbank, source = get_preset(preset), FbankConfig(), f"preset {preset}"
+    else:
+        obj = read_torch_file(export)
+        check_export_dict(obj, export)
+        config = EncoderConfig.from_dict(obj["model_config"])
+        fbank, source = FbankConfig.from_dict(obj["fbank_config"]), f"export {export}"
+    lines = [f"source: {source}"]
+    lines += [f"{k}: {v}" for k, v in config.to_dict().items()]
+    lines.append(f"frame_rate: {1000.0 / fbank.frame_shift_ms / config.time_stride}")
+    lines.append(f"downsample_rate: {fbank.shift_samples * config.time_stride}")
+    lines.append(f"params: {count_parameters(config)}")
+    return lines
+
+
+def main(argv=None):
+    parser = make_parser(__doc__.splitlines()[0])
+    parser.add_argument("--preset", default=None, help="preset name (tiny, small, base, large, xlarge, xxlarge)")
+    parser.add_argument("--export", default=None, help="path of a usad2 export file")
+    args = parser.parse_args(argv)
+    log_invocation(setup_logging("WARNING"))
+    logging.getLogger("usad2").debug("model_info %s", vars(args))
+    print("\n".join(model_info(args.preset, args.export)))
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

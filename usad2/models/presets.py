@@ -1,0 +1,40 @@
+"""Named encoder sizes (SPEC.md §1): `get_preset(name) -> EncoderConfig`.
+
+Parameter counts with this architecture (counted on the meta device, see `count_parameters`):
+tiny 0.55 M, small 25.57 M, base 98.85 M, large 338.0 M, xlarge 694.6 M, xxlarge 1035.7 M,
+matching the paper's 25.6 / 98.9 / 338 / 695 / 1036 M. 25 Hz presets use time_stride 4 and
+freq_stride 4 (the extra x2 stride of SPEC.md §5 in both axes of the second conv).
+"""
+import dataclasses
+
+import torch
+
+from usad2.errors import ConfigError
+from usad2.models.encoder import EncoderConfig, StudentEncoder
+
+PRESETS = {
+    # tiny: trains on a laptop CPU in minutes; 4 layers so K=4 sparse distillation maps 1:1
+    "tiny": EncoderConfig(d_model=64, num_layers=4, num_heads=4),
+    "small": EncoderConfig(d_model=384, num_layers=12, num_heads=6),
+    "base": EncoderConfig(d_model=768, num_layers=12, num_heads=12),
+    "large": EncoderConfig(d_model=1024, num_layers=24, num_heads=16),
+    "xlarge": EncoderConfig(d_model=1280, num_layers=32, num_heads=20, time_stride=4, freq_stride=4),
+    "xxlarge": EncoderConfig(d_model=1280, num_layers=48, num_heads=20, time_stride=4, freq_stride=4),
+}
+
+
+def get_preset(name, **overrides):
+    """A fresh EncoderConfig for preset `name`, with optional field overrides."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)}")
+    try:
+        return dataclasses.replace(PRESETS[name], **overrides)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"bad override for preset {name!r}: {e}") from None
+
+
+def count_parameters(config):
+    """Number of parameters of StudentEncoder(config), built on the meta device (no memory)."""
+    with torch.device("meta"):
+        model = StudentEncoder(config)
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,52 @@
+"""`Usad2Model`: the waveform-in student = Kaldi fbank front end + `StudentEncoder`.
+
+This is what exports hold and what `usad2.load`, the s3prl upstream and the HEAR helper return.
+The front end has no parameters; the state dict is the encoder's under the prefix "encoder.".
+"""
+import torch
+from torch import nn
+
+from usad2.audio.frontend import FbankConfig, compute_fbank
+from usad2.models.encoder import EncoderConfig, StudentEncoder
+
+
+class Usad2Model(nn.Module):
+    """forward(wavs (B, N) float 16 kHz, wav_lengths (B,)) -> EncoderOutput."""
+
+    def __init__(self, config, fbank_config=None):
+        super().__init__()
+        if isinstance(config, dict):
+            config = EncoderConfig.from_dict(config)
+        if fbank_config is None:
+            fbank_config = FbankConfig(num_mel_bins=config.num_mel_bins)
+        elif isinstance(fbank_config, dict):
+            fbank_config = FbankConfig.from_dict(fbank_config)
+        if fbank_config.num_mel_bins != config.num_mel_bins:
+            raise ValueError(f"fbank has {fbank_config.num_mel_bins} bins but the encoder expects "
+                             f"{config.num_mel_bins}")
+        self.config = config
+        self.fbank_config = fbank_config
+        self.encoder = StudentEncoder(config)
+
+    @property
+    def frame_rate(self):
+        """Output frames per second (50.0 at time_stride 2, 25.0 at 4)."""
+        return 1000.0 / self.fbank_config.frame_shift_ms / self.config.time_stride
+
+    @property
+    def downsample_rate(self):
+        """Input samples per output frame (320 at 50 Hz, 640 at 25 Hz)."""
+        return self.fbank_config.shift_samples * self.config.time_stride
+
+    def features(self, wavs, wav_lengths=None):
+        """The fbank front end: (feats (B, T, bins), feat_lengths (B,)) on the model's device."""
+        device = next(self.parameters()).device
+        feats, feat_lengths = compute_fbank(wavs.detach().float().cpu() if torch.is_tensor(wavs) else
+                                            [w.detach().float().cpu() for w in wavs],
+                                            None if wav_lengths is None else torch.as_tensor(wav_lengths).cpu(),
+                                            self.fbank_config)
+        return feats.to(device), feat_lengths.to(device)
+
+    def forward(self, wavs, wav_lengths=None):
+        feats, feat_lengths = self.features(wavs, wav_lengths)
+        return self.encoder(feats, feat_lengths)
