@@ -1,0 +1,182 @@
+"""Helpers shared by the Hugging Face / s3prl / fairseq2 teacher families.
+
+One job: turn a local checkpoint path into verified tensors and frozen modules, so each family
+module only holds its architecture-specific mapping and forward pass. Nothing here downloads.
+"""
+import json
+import os
+
+import torch
+
+from usad2.errors import TeacherError
+from usad2.teachers.base import cache_dir
+
+
+def resolve_checkpoint(card, checkpoint=None, cache=None):
+    """The local checkpoint path of `card`: the explicit `checkpoint`, else `source.path`.
+
+    `source.path` may hold `${USAD2_CACHE}` and `~` (as in the registry); a relative path is
+    taken under the cache.
+    Raises TeacherError naming the card and the path when nothing is there (training code
+    never downloads: stage 0 fills the cache).
+    """
+    if checkpoint is None:
+        rel = (card.source or {}).get("path")
+        if not rel:
+            raise TeacherError(f"teacher {card.name}: no checkpoint given and the card has no source.path")
+        cache = os.fspath(cache) if cache is not None else cache_dir()
+        rel = os.path.expanduser(str(rel).replace("${USAD2_CACHE}", cache).replace("$USAD2_CACHE", cache))
+        checkpoint = rel if os.path.isabs(rel) else os.path.join(cache, rel)
+    checkpoint = os.fspath(checkpoint)
+    if not os.path.exists(checkpoint):
+        raise TeacherError(f"teacher {card.name}: checkpoint {checkpoint} does not exist "
+                           f"(run stage 0, fetch_teachers, or pass a local path)")
+    return checkpoint
+
+
+def read_json(path):
+    """A JSON file as a dict; TeacherError naming the file when it is missing or malformed."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise TeacherError(f"{path}: missing") from None
+    except json.JSONDecodeError as e:
+        raise TeacherError(f"{path}: line {e.lineno}: invalid JSON: {e.msg}") from None
+
+
+def read_tensors(path):
+    """All tensors of one weights file: .safetensors, or a torch pickle read with weights_only=True."""
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path)
+        except Exception as e:  # safetensors raises its own error types
+            raise TeacherError(f"{path}: unreadable safetensors file: {e}") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle/zip errors of many kinds
+        raise TeacherError(f"{path}: cannot be loaded with weights_only=True: {e}") from None
+
+
+def read_hf_weights(model_dir):
+    """The state dict of a Hugging Face `save_pretrained` dir (single or sharded, safetensors or bin)."""
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = os.path.join(model_dir, index_name)
+        if os.path.exists(index):
+            shards = sorted(set(read_json(index).get("weight_map", {}).values()))
+            state = {}
+            for shard in shards:
+                state.update(read_tensors(os.path.join(model_dir, shard)))
+            return state
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        path = os.path.join(model_dir, name)
+        if os.path.exists(path):
+            return read_tensors(path)
+    raise TeacherError(f"{model_dir}: no model.safetensors, pytorch_model.bin or shard index found")
+
+
+def load_strict(module, state, origin, assign=False):
+    """Load `state` into `module` with no missing or unexpected keys and equal shapes.
+
+    Raises TeacherError naming `origin` and the first offending keys instead of torch's
+    RuntimeError, so a wrong checkpoint is a user error with a readable message.
+    """
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    bad = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or bad:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
+        if bad:
+            k = bad[0]
+            parts.append(f"{len(bad)} shape mismatches (e.g. {k}: checkpoint {tuple(state[k].shape)} "
+                         f"vs model {tuple(own[k].shape)})")
+        raise TeacherError(f"{origin}: checkpoint does not match the architecture: " + "; ".join(parts))
+    module.load_state_dict(state, strict=True, assign=assign)
+
+
+def freeze(module):
+    """Eval mode and no gradients: teachers are frozen experts."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def manifest_path(name):
+    """Path of the committed manifest `usad2/teachers/manifests/<name>.json`."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "manifests", name + ".json")
+
+
+def read_manifest(name):
+    """A manifest as {"source": str, "params": {key: shape list}, ...}."""
+    return read_json(manifest_path(name))
+
+
+def meta_state_from_manifest(manifest):
+    """Full-size tensors on the meta device with the manifest's names and shapes (no memory used)."""
+    return {k: torch.empty(shape, device="meta") for k, shape in manifest["params"].items()}
+
+
+class FfnCapture:
+    """Forward hooks that record the output of each block's FFN module (layer_tensor: ffn).
+
+    `modules` are the per-layer FFN output modules (e.g. Whisper's fc2); after a forward pass
+    `outputs[i]` is layer i+1's FFN output. Use as a context manager so hooks never leak.
+    """
+
+    def __init__(self, modules):
+        self.modules = list(modules)
+        self.outputs = [None] * len(self.modules)
+        self.handles = []
+
+    def __enter__(self):
+        for i, m in enumerate(self.modules):
+            self.handles.append(m.register_forward_hook(self._hook(i)))
+        return self
+
+    def _hook(self, i):
+        def hook(_module, _inputs, output):
+            self.outputs[i] = output[0] if isinstance(output, tuple) else output
+        return hook
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
+def conv_chunks(num_samples, hop, receptive, max_frames):
+    """Sample spans for chunking a strided conv front end without changing its frames.
+
+    Chunk i covers samples [i*max_frames*hop, i*max_frames*hop + max_frames*hop + receptive - hop):
+    the extra `receptive - hop` samples are the overlap that lets the chunk's last frame see its
+    whole receptive field, so each chunk yields exactly `max_frames` frames and the conv frames of
+    the concatenation equal those of the unchunked input. Only the transformer context is cut
+    at chunk borders. The last chunk takes the rest; a rest shorter than `receptive` (which
+    would give no frame) is dropped, as the unchunked conv would drop it too.
+    """
+    step = max_frames * hop
+    spans, start = [], 0
+    while True:
+        end = min(num_samples, start + step + receptive - hop)
+        if end - start >= receptive or start == 0:
+            spans.append((start, end))
+        if end >= num_samples:
+            return spans
+        start += step
+
+
+def pad_stack(seqs):
+    """(T_i, D) tensors -> zero-padded (B, T_max, D) tensor and the lengths (B,)."""
+    lengths = torch.tensor([s.shape[0] for s in seqs], dtype=torch.long)
+    out = seqs[0].new_zeros(len(seqs), int(lengths.max()), seqs[0].shape[-1])
+    for i, s in enumerate(seqs):
+        out[i, :s.shape[0]] = s
+    return out, lengths
