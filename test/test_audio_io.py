@@ -204,6 +204,9 @@ def test_pipes(stereo_files):
     with pytest.raises(AudioError, match="utterance 'p1'.*pipe entries are disabled"):
         load_audio(pipe, name="p1")
     assert torch.equal(load_audio(pipe, name="p1", allow_pipes=True), load_audio(path))
+    assert audio_info(pipe, allow_pipes=True) == (22050, 22050, 2)
+    with pytest.raises(AudioError, match="pipe entries are disabled"):
+        audio_info(pipe)
     seg = load_audio(pipe, allow_pipes=True, start=0.5)
     assert abs(len(seg) - 8000) <= 2
     with pytest.raises(AudioError, match="utterance 'p2'.*exit code 3"):

@@ -218,12 +218,16 @@ def _read_pipe(source, start, end, name, allow_pipes, max_overshoot):
 # ------------------------------------------------------------------------------------ public
 
 
-def audio_info(path, name=None):
+def audio_info(path, name=None, *, allow_pipes=False):
     """(sample_rate, num_frames, channels) of an audio file, without decoding where possible.
 
     For MP3 the frame count is libsndfile's estimate (it may exceed the decoded length by a few
-    milliseconds); formats soundfile cannot open are decoded with sox/ffmpeg to count frames.
+    milliseconds); formats soundfile cannot open, and Kaldi pipes (only with allow_pipes), are
+    decoded to count frames.
     """
+    if is_pipe(path):
+        data, sr = _read_pipe(path, None, None, name, allow_pipes, MAX_OVERSHOOT)
+        return int(sr), int(data.shape[0]), int(data.shape[1])
     path = os.fspath(path)
     if not os.path.exists(path):
         raise _fail(name, path, "audio file does not exist")
@@ -289,5 +293,8 @@ def load_audio(source, sample_rate=SAMPLE_RATE, *, name=None, allow_pipes=False,
         mono = sox_resample_array(mono, sr, sample_rate, name=name)
         if mono.size == 0:
             raise _fail(name, where, f"empty audio after resampling {sr} -> {sample_rate} Hz")
-    np.clip(mono, -1.0, 1.0, out=mono)
+    over = int(np.count_nonzero(np.abs(mono) > 1.0))
+    if over:
+        log.debug("%s: clipped %d samples beyond full scale", _where(name, where), over)
+    mono = np.clip(mono, -1.0, 1.0)
     return torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
