@@ -51,7 +51,8 @@ def test_subsampler_receptive_field_is_centred_on_timestamp(export_path):
 def test_embeddings_equal_hidden_states(export_path, audio):
     path, _ = export_path
     avg_model = hear.load_model(str(path))
-    out = avg_model.model(audio)
+    with torch.no_grad():  # as the helper runs (the fused attention kernel differs with autograd by ~1e-6)
+        out = avg_model.model(audio)
     emb, _ = hear.timestamp_embeddings(audio, avg_model)
     torch.testing.assert_close(emb, torch.stack(out.hidden_states[1:]).mean(0), atol=0, rtol=0)
     torch.testing.assert_close(hear.scene_embeddings(audio, avg_model), emb.mean(1), atol=0, rtol=0)

@@ -212,7 +212,7 @@ class RelPositionSelfAttention(nn.Module):
         self.pos_bias_v = nn.Parameter(torch.zeros(num_heads, self.dk))
         nn.init.xavier_uniform_(self.pos_bias_u)
         nn.init.xavier_uniform_(self.pos_bias_v)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout_p = dropout
 
     def _heads(self, x):
         b, t, _ = x.shape
@@ -224,15 +224,15 @@ class RelPositionSelfAttention(nn.Module):
         q = self.q_proj(x).view(b, t, self.h, self.dk)
         k, v = self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
         p = self.pos_proj(pos_emb).view(-1, self.h, self.dk).permute(1, 2, 0)  # (H, dk, 2T-1)
-        content = torch.matmul((q + self.pos_bias_u).transpose(1, 2), k.transpose(-2, -1))
         position = torch.matmul((q + self.pos_bias_v).transpose(1, 2), p)  # (B, H, T, 2T-1)
         # column (T-1) - i + j of row i holds offset i - j
         idx = (t - 1) - torch.arange(t, device=x.device)[:, None] + torch.arange(t, device=x.device)[None, :]
-        position = torch.gather(position, 3, idx.expand(b, self.h, t, t))
-        scores = (content + position) / math.sqrt(self.dk)
-        scores = scores.masked_fill(padding_mask[:, None, None, :], torch.finfo(scores.dtype).min)
-        attn = self.dropout(torch.softmax(scores, dim=-1))
-        out = torch.matmul(attn, v).transpose(1, 2).reshape(b, t, d)
+        bias = torch.gather(position, 3, idx.expand(b, self.h, t, t)) / math.sqrt(self.dk)
+        bias = bias.masked_fill(padding_mask[:, None, None, :], torch.finfo(bias.dtype).min)
+        # fused kernel: softmax((q + u) k^T / sqrt(dk) + bias) v, with attention-weight dropout
+        out = F.scaled_dot_product_attention((q + self.pos_bias_u).transpose(1, 2), k, v, attn_mask=bias,
+                                             dropout_p=self.dropout_p if self.training else 0.0)
+        out = out.transpose(1, 2).reshape(b, t, d)
         return self.out_proj(out)
 
 
