@@ -255,3 +255,12 @@ def test_resample_identity_and_errors():
 def test_tools_present():
     """The decoders the fallback chain relies on are installed (tools/apt-packages.txt)."""
     assert shutil.which("sox") and shutil.which("ffmpeg")
+
+
+def test_overshooting_float_file_is_clipped(tmp_path):
+    data = np.array([0.0, 1.5, -2.0, 0.25] * 100, dtype=np.float32)
+    path = tmp_path / "loud.wav"
+    soundfile.write(path, data, 16000, subtype="FLOAT")
+    wave = load_audio(path)
+    assert wave[:4].tolist() == [0.0, 1.0, -1.0, 0.25]
+    check_waveform(wave, "loud")
