@@ -2,6 +2,39 @@
 import os
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+# s3prl has no plugin mechanism: this start-up file registers `-u usad2` when s3prl.hub is
+# imported (usad2/s3prl_upstream/hook.py). Keep the line identical to hook.PTH_LINE.
+S3PRL_PTH = ("usad2_s3prl.pth", 'import importlib.util as _u; _u.find_spec("usad2") is not None and '
+             '__import__("usad2.s3prl_upstream.hook")\n')
+
+
+class build_py_with_pth(build_py):
+    """build_py that also puts the s3prl hook's .pth at the wheel root (= site-packages).
+
+    A plain `pip install .` gets it from build_lib. setuptools' editable wheels copy nothing
+    from build_lib, so in editable mode the file goes to the wheel being assembled when
+    setuptools exposes it (install.install_lib); tools/setup.sh runs
+    `python -m usad2.bin.s3prl_runner --install-hook` afterwards in any case.
+    """
+
+    def run(self):
+        super().run()
+        name, line = S3PRL_PTH
+        targets = [self.build_lib]
+        if getattr(self, "editable_mode", False):
+            wheel_dir = getattr(self.distribution.get_command_obj("install"), "install_lib", None)
+            targets = [wheel_dir] if wheel_dir and os.path.isdir(wheel_dir) else []
+        for target in targets:
+            with open(os.path.join(target, name), "w", encoding="utf-8") as f:
+                f.write(line)
+
+    def get_outputs(self, include_bytecode=True):
+        outputs = super().get_outputs(include_bytecode)
+        if not getattr(self, "editable_mode", False):
+            outputs.append(os.path.join(self.build_lib, S3PRL_PTH[0]))
+        return outputs
 
 
 def read_version():
@@ -23,6 +56,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["usad2", "usad2.*"]),
     include_package_data=True,
+    cmdclass={"build_py": build_py_with_pth},
     package_data={"usad2": ["teachers/cards/*.yaml", "teachers/manifests/*", "s3prl_upstream/configs/*.yaml"]},
     install_requires=[
         "torch==2.8.0",

@@ -53,4 +53,7 @@ else
     echo "${want}" > "${pip_stamp}"
     log "python packages: done"
 fi
+# s3prl `-u usad2` start-up hook (usad2_s3prl.pth): setup.py puts it into wheels, but
+# setuptools' editable installs may not carry it, so always (re)write it; idempotent
+"${venv}/bin/python" -m usad2.bin.s3prl_runner --install-hook
 "${venv}/bin/python" -m usad2.bin.check_install
