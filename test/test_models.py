@@ -169,3 +169,20 @@ def test_model_info_cli(repo_dir):
     lines = proc.stdout.strip().splitlines()
     assert lines[-1] == "params: 98850496"
     assert "d_model: 768" in lines and "frame_rate: 50.0" in lines
+
+
+def test_model_info_of_export(tmp_path):
+    from usad2.bin.model_info import model_info
+    from usad2.errors import CheckpointError
+    from usad2.models.export import save_export
+
+    model = Usad2Model(get_preset("tiny", time_stride=4, freq_stride=4))
+    save_export(model, tmp_path / "m.pt")
+    lines = model_info(export=str(tmp_path / "m.pt"))
+    assert "frame_rate: 25.0" in lines and "downsample_rate: 640" in lines
+    assert lines[-1] == f"params: {sum(p.numel() for p in model.parameters())}"
+    with pytest.raises(ConfigError, match="exactly one of --preset and --export"):
+        model_info()
+    torch.save({"a": torch.zeros(1)}, tmp_path / "x.pt")
+    with pytest.raises(CheckpointError, match="x.pt: not a usad2 export"):
+        model_info(export=str(tmp_path / "x.pt"))

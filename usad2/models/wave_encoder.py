@@ -39,12 +39,18 @@ class Usad2Model(nn.Module):
         return self.fbank_config.shift_samples * self.config.time_stride
 
     def features(self, wavs, wav_lengths=None):
-        """The fbank front end: (feats (B, T, bins), feat_lengths (B,)) on the model's device."""
+        """The fbank front end: (feats (B, T, bins), feat_lengths (B,)) on the model's device.
+
+        The fbank runs on the waves' own device (no host round trip for GPU batches).
+        """
         device = next(self.parameters()).device
-        feats, feat_lengths = compute_fbank(wavs.detach().float().cpu() if torch.is_tensor(wavs) else
-                                            [w.detach().float().cpu() for w in wavs],
-                                            None if wav_lengths is None else torch.as_tensor(wav_lengths).cpu(),
-                                            self.fbank_config)
+        if torch.is_tensor(wavs):
+            wavs = wavs.detach().float()
+        else:
+            wavs = [w.detach().float() for w in wavs]
+        if wav_lengths is not None:
+            wav_lengths = torch.as_tensor(wav_lengths).cpu()
+        feats, feat_lengths = compute_fbank(wavs, wav_lengths, self.fbank_config)
         return feats.to(device), feat_lengths.to(device)
 
     def forward(self, wavs, wav_lengths=None):
