@@ -232,3 +232,12 @@ def test_slurm_missing_log_counts_as_failure(repo_dir, tmp_path, fake_sbatch):
                "bash", "-c", "kill -9 $PPID", env=env)
     assert r.returncode == 1
     assert "job 1 did not finish (no exit code in exp/log/k.1.log; killed?)" in r.stderr
+
+
+@pytest.mark.parametrize("launcher", ["launch_local.sh", "launch_slurm.sh"])
+def test_help_documents_the_interface(repo_dir, tmp_path, launcher):
+    r = launch(repo_dir, tmp_path, launcher, "--help")
+    assert r.returncode == 0
+    assert f"utils/{launcher} [--max-jobs-run N]" in r.stdout
+    assert "JOB=1:N LOGDIR/name.JOB.log" in r.stdout
+    assert not r.stdout.startswith("#!")

@@ -30,6 +30,10 @@ ll_parse() {
     ll_var=""; ll_first=1; ll_last=1
     while [ $# -gt 0 ]; do
         case "$1" in
+            -h|--help)
+                # The launcher's header comment is its documentation.
+                sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "${ll_launcher_path}"
+                exit 0 ;;
             --*)
                 [ $# -ge 2 ] || ll_die "option '$1' needs a value"
                 name="${1#--}"; name="${name//-/_}"

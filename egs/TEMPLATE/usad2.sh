@@ -1,0 +1,254 @@
+#!/usr/bin/env bash
+# usad2 recipe: every stage of USAD 2.0 distillation, from teacher fetching to the report.
+# Recipes (egs/<name>/run.sh) call it through their `usad2.sh` symlink, from their own directory,
+# which must hold utils/ (symlink), path.sh, cmd.sh, conf/ and local/data.sh.
+# The stage logic lives in `python -m usad2.bin.<verb>`; this file only chains the verbs.
+# Stage numbers never change (DESIGN.md section 3). A stage whose verb is not installed yet says
+# "not implemented yet" and the recipe goes on.
+set -euo pipefail
+
+log() {
+    local fname=${BASH_SOURCE[1]##*/}
+    echo "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*" >&2
+}
+die() {
+    log "ERROR: $*"
+    exit 1
+}
+SECONDS=0
+_cmdline="$0 $*"
+_template_dir=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)
+
+# General
+stage=0                 # first stage to run (0-9)
+stop_stage=100          # last stage to run
+nj=4                    # parallel jobs of the array stages (teacher targets)
+nproc=1                 # training processes (torchrun --nproc-per-node); 1 runs plain python
+python=$(dirname "$(dirname "${_template_dir}")")/tools/venv/bin/python  # interpreter with usad2
+force=false             # true: redo stages even when their .done stamp matches
+tag=""                  # experiment name (exp/<tag>); empty: usad2_<student>_<teacher_mode>
+datadir=data            # Kaldi data dirs of stage 1
+dumpdir=dump            # formatted audio (stage 2-3) and teacher targets (stage 4)
+expdir=exp              # experiments (stages 5-9)
+
+# Data
+demo_size=default       # demo corpus size: tiny, default or large
+local_data_opts=""      # extra options for local/data.sh
+train_set=train         # training set name under data/
+dev_set=dev             # development set name
+test_sets="test"        # evaluation sets (space-separated)
+min_duration=0.5        # stage 2 drops clips shorter than this (seconds)
+max_duration=30         # stage 2 drops clips longer than this (seconds)
+
+# Teachers and student
+teachers=""             # stage-1 teacher cards, comma-separated (empty: the verbs' defaults)
+plus_teachers=""        # stage-2 teacher cards, comma-separated
+teacher_mode=offline    # offline: targets extracted in stage 4; online: teachers run in training
+student=tiny            # student preset (tiny, small, base, large, xlarge, xxlarge)
+distill_config=""       # YAML config of stage 5 (empty: the verb's defaults)
+plus_config=""          # YAML config of stage 6 (empty: the verb's defaults)
+run_plus=false          # true: run stage 6 (the "+" stage-2 training)
+export_checkpoint=last.pt  # checkpoint (under <exp>/checkpoints/) that stage 7 exports
+distill_args=""         # extra options for stage 5 and 6 (e.g. "--max_steps 100")
+probe_args=""           # extra options for stage 8
+
+help_message="Usage: $0 [options]
+Runs the usad2 stages [stage, stop_stage]:
+  0 fetch teachers   1 data (local/data.sh)   2 format   3 mix   4 teacher targets (offline)
+  5 distill          6 distill stage 2 (\"+\", --run_plus true)   7 export   8 probe   9 report"
+
+# shellcheck source=utils/parse_options.sh
+. utils/parse_options.sh
+
+[ $# -eq 0 ] || die "unexpected arguments: $* (options only; see --help)"
+for _f in path.sh cmd.sh; do
+    [ -f "${_f}" ] || die "${_f} not found in $(pwd): run recipes from their own directory"
+done
+# shellcheck source=egs/TEMPLATE/path.sh
+. ./path.sh
+# shellcheck source=egs/TEMPLATE/cmd.sh
+. ./cmd.sh
+
+case "${demo_size}" in tiny|default|large) ;; *) die "--demo_size: tiny, default or large, got '${demo_size}'" ;; esac
+case "${teacher_mode}" in offline|online) ;; *) die "--teacher_mode: offline or online, got '${teacher_mode}'" ;; esac
+[[ "${nj}" =~ ^[1-9][0-9]*$ ]] || die "--nj: a positive integer, got '${nj}'"
+[[ "${nproc}" =~ ^[1-9][0-9]*$ ]] || die "--nproc: a positive integer, got '${nproc}'"
+if [ ! -x "${python}" ] && ! command -v "${python}" > /dev/null; then
+    die "--python: '${python}' not found (run tools/setup.sh or pass --python)"
+fi
+tag=${tag:-usad2_${student}_${teacher_mode}}
+read -ra train_launcher <<< "${train_cmd}"
+read -ra extract_launcher <<< "${extract_cmd}"
+read -ra local_data_args <<< "${local_data_opts}"
+read -ra distill_extra <<< "${distill_args}"
+read -ra probe_extra <<< "${probe_args}"
+export USAD2_PYTHON="${python}"
+
+_usad2_where=$("${python}" -c 'import os, sys, usad2; print(sys.executable, "usad2", usad2.__version__, "from", os.path.dirname(usad2.__file__))') \
+    || die "usad2 does not import with ${python} (run tools/setup.sh, or pass --python)"
+log "${_cmdline}"
+log "python: ${_usad2_where}"
+
+# True when usad2.bin.VERB exists (stages light up as their verbs land).
+has_verb() {
+    "${python}" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('usad2.bin.$1') is None)" 2>/dev/null
+}
+not_implemented() {
+    log "Stage $1: $2: not implemented yet"
+}
+# True (and says so) when stage N cannot run because INPUT is missing and the verb that makes it
+# (UPSTREAM) does not exist yet; a missing input with an existing verb is left to fail loudly.
+upstream_missing() {
+    local n="$1" name="$2" input="$3" upstream="$4"
+    if [ ! -e "${input}" ] && ! has_verb "${upstream}"; then
+        log "Stage ${n}: ${name}: skipped: ${input} is missing (usad2.bin.${upstream} not implemented yet)"
+        return 0
+    fi
+    return 1
+}
+# Print "--NAME VALUE" when VALUE is not empty.
+opt_if() {
+    [ -z "$2" ] || printf '%s\n%s\n' "--$1" "$2"
+}
+# The training command: plain python, or torchrun for several processes.
+train_prefix=("${python}" -m)
+if [ "${nproc}" -gt 1 ]; then
+    train_prefix+=(torch.distributed.run --standalone --nproc-per-node "${nproc}" -m)
+fi
+all_sets=("${train_set}" "${dev_set}")
+read -ra _tests <<< "${test_sets}"
+all_sets+=("${_tests[@]}")
+plus_dir="${expdir}/${tag}_plus"
+
+if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
+    log "Stage 0: fetch teachers -> teacher cache"
+    if has_verb fetch_teachers; then
+        all_teachers="${teachers}"
+        [ "${run_plus}" = false ] || all_teachers="${teachers:+${teachers},}${plus_teachers}"
+        mapfile -t _o < <(opt_if teachers "${all_teachers}")
+        "${python}" -m usad2.bin.fetch_teachers "${_o[@]+"${_o[@]}"}" --force "${force}"
+    else
+        not_implemented 0 "fetch teachers"
+    fi
+fi
+
+if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
+    log "Stage 1: data: local/data.sh -> ${datadir}/"
+    [ -x local/data.sh ] || die "local/data.sh missing or not executable in $(pwd)"
+    local/data.sh --data_dir "${datadir}" --demo_size "${demo_size}" \
+        "${local_data_args[@]+"${local_data_args[@]}"}"
+fi
+
+if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+    log "Stage 2: format: 16 kHz mono, segment, filter, validate -> ${dumpdir}/raw/"
+    if ! has_verb format_data; then
+        not_implemented 2 "format"
+    elif ! upstream_missing 2 format "${datadir}/${train_set}" prepare_data; then
+        for dset in "${all_sets[@]}"; do
+            "${python}" -m usad2.bin.format_data --in_dir "${datadir}/${dset}" \
+                --out_dir "${dumpdir}/raw/${dset}" --min_duration "${min_duration}" \
+                --max_duration "${max_duration}" --force "${force}"
+        done
+    fi
+fi
+
+if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+    log "Stage 3: mix: domain-balanced training list -> ${dumpdir}/raw/${train_set}_mix"
+    if ! has_verb mix_data; then
+        not_implemented 3 "mix"
+    elif ! upstream_missing 3 mix "${dumpdir}/raw/${train_set}" format_data; then
+        "${python}" -m usad2.bin.mix_data --in_dir "${dumpdir}/raw/${train_set}" \
+            --out_dir "${dumpdir}/raw/${train_set}_mix" --force "${force}"
+    fi
+fi
+
+if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
+    if [ "${teacher_mode}" = online ]; then
+        log "Stage 4: teacher targets: skipped (--teacher_mode online)"
+    elif ! has_verb extract_teacher; then
+        log "Stage 4: teacher targets"
+        not_implemented 4 "teacher targets"
+    elif ! upstream_missing 4 "teacher targets" "${dumpdir}/raw/${train_set}_mix" mix_data; then
+        log "Stage 4: teacher targets -> ${dumpdir}/targets/<teacher>/<set>"
+        all_teachers="${teachers}"
+        [ "${run_plus}" = false ] || all_teachers="${teachers:+${teachers},}${plus_teachers}"
+        IFS=, read -ra _tlist <<< "${all_teachers}"
+        [ "${#_tlist[@]}" -gt 0 ] || die "Stage 4 needs --teachers"
+        for teacher in "${_tlist[@]}"; do
+            for dset in "${train_set}_mix" "${dev_set}"; do
+                out="${dumpdir}/targets/${teacher}/${dset}"
+                "${extract_launcher[@]}" JOB=1:"${nj}" "${out}/log/extract.JOB.log" \
+                    "${python}" -m usad2.bin.extract_teacher --teacher "${teacher}" \
+                    --data_dir "${dumpdir}/raw/${dset}" --out_dir "${out}" \
+                    --shard JOB --num_shards "${nj}" --force "${force}"
+            done
+        done
+    fi
+fi
+
+if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
+    log "Stage 5: distill stage 1 -> ${expdir}/${tag}/"
+    if ! has_verb distill; then
+        not_implemented 5 "distill stage 1"
+    elif ! upstream_missing 5 "distill stage 1" "${dumpdir}/raw/${train_set}_mix" mix_data; then
+        mapfile -t _o < <(opt_if teachers "${teachers}"; opt_if config "${distill_config}")
+        "${train_launcher[@]}" "${expdir}/${tag}/train.log" "${train_prefix[@]}" usad2.bin.distill \
+            "${_o[@]+"${_o[@]}"}" --student "${student}" --teacher_mode "${teacher_mode}" \
+            --train_dir "${dumpdir}/raw/${train_set}_mix" --dev_dir "${dumpdir}/raw/${dev_set}" \
+            --targets_dir "${dumpdir}/targets" --out_dir "${expdir}/${tag}" \
+            "${distill_extra[@]+"${distill_extra[@]}"}"
+    fi
+fi
+
+if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
+    if [ "${run_plus}" = false ]; then
+        log "Stage 6: distill stage 2: skipped (--run_plus false)"
+    elif has_verb distill; then
+        log "Stage 6: distill stage 2 (\"+\") -> ${plus_dir}/"
+        mapfile -t _o < <(opt_if teachers "${plus_teachers}"; opt_if config "${plus_config}")
+        "${train_launcher[@]}" "${plus_dir}/train.log" "${train_prefix[@]}" usad2.bin.distill \
+            "${_o[@]+"${_o[@]}"}" --init "${expdir}/${tag}" --teacher_mode "${teacher_mode}" \
+            --train_dir "${dumpdir}/raw/${train_set}_mix" --dev_dir "${dumpdir}/raw/${dev_set}" \
+            --targets_dir "${dumpdir}/targets" --out_dir "${plus_dir}" \
+            "${distill_extra[@]+"${distill_extra[@]}"}"
+    else
+        log "Stage 6: distill stage 2"
+        not_implemented 6 "distill stage 2"
+    fi
+fi
+
+if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
+    last_dir="${expdir}/${tag}"
+    [ "${run_plus}" = false ] || last_dir="${plus_dir}"
+    log "Stage 7: export ${last_dir} -> ${expdir}/${tag}/export/"
+    ckpt="${last_dir}/checkpoints/${export_checkpoint}"
+    if ! has_verb export; then
+        not_implemented 7 "export"
+    elif ! upstream_missing 7 export "${ckpt}" distill; then
+        "${python}" -m usad2.bin.export --checkpoint "${ckpt}" \
+            --out "${expdir}/${tag}/export/model.pt" --force "${force}"
+    fi
+fi
+
+if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
+    log "Stage 8: probe -> ${expdir}/${tag}/probe/"
+    if ! has_verb probe; then
+        not_implemented 8 "probe"
+    elif ! upstream_missing 8 probe "${expdir}/${tag}/export/model.pt" distill; then
+        "${python}" -m usad2.bin.probe --model "${expdir}/${tag}/export/model.pt" \
+            --data_root "${dumpdir}/raw" --out_dir "${expdir}/${tag}/probe" \
+            "${probe_extra[@]+"${probe_extra[@]}"}"
+    fi
+fi
+
+if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
+    log "Stage 9: report -> ${expdir}/${tag}/report/"
+    if ! has_verb report; then
+        not_implemented 9 "report"
+    elif ! upstream_missing 9 report "${expdir}/${tag}/probe" probe; then
+        "${python}" -m usad2.bin.report --probe_dir "${expdir}/${tag}/probe" \
+            --out_dir "${expdir}/${tag}/report"
+    fi
+fi
+
+log "Finished stages ${stage}-${stop_stage} in ${SECONDS} s"

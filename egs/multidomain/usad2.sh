@@ -1,0 +1,1 @@
+../TEMPLATE/usad2.sh
