@@ -186,3 +186,27 @@ def test_model_info_of_export(tmp_path):
     torch.save({"a": torch.zeros(1)}, tmp_path / "x.pt")
     with pytest.raises(CheckpointError, match="x.pt: not a usad2 export"):
         model_info(export=str(tmp_path / "x.pt"))
+
+
+def test_encoder_file_is_vendorable(repo_dir, tmp_path):
+    """encoder.py imports nothing from usad2: a copy of the file alone builds and runs the model."""
+    import ast
+    import importlib.util
+    import shutil
+
+    source = repo_dir / "usad2" / "models" / "encoder.py"
+    tree = ast.parse(source.read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imported <= {"dataclasses", "math", "typing", "torch"}, imported
+    copy = tmp_path / "vendored_encoder.py"
+    shutil.copy(source, copy)
+    spec = importlib.util.spec_from_file_location("vendored_encoder", copy)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    theirs = module.StudentEncoder(module.EncoderConfig(**get_preset("tiny").to_dict())).eval()
+    ours = StudentEncoder(get_preset("tiny")).eval()
+    ours.load_state_dict(theirs.state_dict())
+    feats = torch.randn(1, 40, 128)
+    assert torch.equal(theirs(feats).hidden_states[-1], ours(feats).hidden_states[-1])
