@@ -19,6 +19,9 @@ memory: every model is instantiated on the meta device). Sources of each manifes
   AudioFlamingo3Encoder, a Qwen2AudioEncoder with Whisper-large-v3 dimensions (defaults of
   Qwen2AudioEncoderConfig / AudioFlamingo3EncoderConfig: 128 mels, 32 layers, 1280, 20 heads,
   FFN 5120, 1500 positions).
+- fairseq2_wav2vec2_base.json: fairseq2 0.6's own wav2vec2 `base` architecture (its registered
+  arch config) built by its factory on meta: the key names of a fairseq2-format checkpoint
+  (`{"model": state}`); original fairseq files are converted to these names by fairseq2.
 """
 import json
 import os
@@ -106,6 +109,15 @@ def af_whisper_manifest():
             "format": "af3_sound_tower", "params": params}
 
 
+def fairseq2_wav2vec2_manifest():
+    from fairseq2.models.wav2vec2 import create_wav2vec2_model, get_wav2vec2_model_hub
+
+    with torch.device("meta"):
+        params = shapes(create_wav2vec2_model(get_wav2vec2_model_hub().get_arch_config("base")))
+    return {"source": "fairseq2 0.6 wav2vec2 arch 'base' (fairseq2 checkpoint key names)",
+            "format": "fairseq2", "arch": "base", "params": params}
+
+
 def dump(manifest, path):
     """One parameter per line: diffable and compact."""
     head = {k: v for k, v in manifest.items() if k != "params"}
@@ -122,7 +134,8 @@ def main(out_dir=None):
     hf = whisper_hf_manifest()
     for name, manifest in (("wavlm", wavlm_manifest()), ("whisper_hf", hf),
                            ("whisper_openai", whisper_openai_manifest(hf["params"])),
-                           ("af_whisper", af_whisper_manifest())):
+                           ("af_whisper", af_whisper_manifest()),
+                           ("fairseq2_wav2vec2_base", fairseq2_wav2vec2_manifest())):
         dump(manifest, os.path.join(out_dir, name + ".json"))
 
 
