@@ -421,3 +421,34 @@ def test_validate_cli_exits_1_listing_problems(tmp_path, wav):
     assert "Traceback" not in proc.stderr
     assert validate_cli.main([str(out), "--allow_pipes"]) == 0
     assert validate_cli.main([str(out), "--allow_pipes", "true", "--no_audio_check"]) == 0
+
+
+# ---- fix_data_dir -----------------------------------------------------------------------------
+
+def test_fix_data_dir_drops_inconsistent_entries(tmp_path, wav):
+    from usad2.bin import fix_data_dir as fix_cli
+    from usad2.data.fix import fix_data_dir
+
+    out = write_base(tmp_path, wav)
+    (out / "wav.scp").write_text(f"r1 {wav}\r\nr2 {wav}\nr3 cat x |\n")  # r1: CRLF line
+    (out / "segments").write_text(
+        "u1 r1 0 1.5\nu3 r2 0.25 1.0\nu2 r2 0 0.5\nu2 r2 0 0.6\nu9 r3 0 1\n")
+    (out / "utt2dur").write_text("u1 1.5\nu2 0.5\nu3 0.75\nu9 1\n")
+    (out / "utt2domain").write_text("u1 speech\nu3 audio\nu9 music\n")
+    (out / "utt2spk").write_text("u1 s1\nu2 s1\nu3 s2\nu9 s3\n")
+    (out / "spk2utt").write_text("garbage\n")
+    dropped = fix_data_dir(out, out=tmp_path / "fixed")
+    fixed = load_data_dir(tmp_path / "fixed")
+    assert fixed.utt_ids == ["u3"]  # u1: its recording's line is bad, u2: no domain, u9: pipe
+    assert fixed.wav_scp == {"r2": wav}
+    assert fixed.segments == {"u3": Segment("r2", 0.25, 1.0)}
+    assert fixed.spk2utt == {"s2": ("u3",)}
+    assert dropped["bad or duplicate lines in wav.scp"] == 1
+    assert dropped["bad or duplicate lines in segments"] == 2  # unsorted + duplicate
+    assert dropped["pipe recordings (allow_pipes is off)"] == 1
+    assert dropped["segments of unusable recordings"] == 2
+    assert dropped["utterances not in utt2domain"] == 1
+    with pytest.raises(DataDirError):
+        load_data_dir(out)  # the original is left alone when --out is given
+    assert fix_cli.main([str(out)]) == 0  # in place
+    assert load_data_dir(out) == fixed

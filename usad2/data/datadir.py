@@ -190,18 +190,20 @@ class DataDir:
             texts["spk2utt"] = _table_text(self.spk2utt, KINDS["spk2utt"].format)
         return texts
 
-    def check(self, where="<in memory>", check_audio=False, tolerance=DEFAULT_TOLERANCE):
+    def check(self, where="<in memory>", check_audio=False, tolerance=DEFAULT_TOLERANCE,
+              texts=None):
         """Validate the text this data dir would write, as `load_data_dir` would read it."""
-        raw = {name: text.encode("utf-8") for name, text in self.to_texts().items()}
+        texts = self.to_texts() if texts is None else texts
+        raw = {name: text.encode("utf-8") for name, text in texts.items()}
         _parse_raw(raw, where, Problems(), self.allow_pipes, check_audio, tolerance,
                    f"data dir {where} (not written)")
 
     def write(self, path):
         """Write the data dir to folder `path`, replacing it whole and atomically."""
         path = os.fspath(path)
-        self.check(path)
-        _refuse_foreign_dir(path)
         texts = self.to_texts()
+        self.check(path, texts=texts)
+        _refuse_foreign_dir(path)
         with atomic_dir(path) as tmp:
             for name, text in texts.items():
                 with open(os.path.join(tmp, name), "w", encoding="utf-8", newline="\n") as f:

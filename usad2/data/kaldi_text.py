@@ -152,7 +152,3 @@ def format_float(value):
     """Shortest text that reads back to exactly `value` (Python repr, valid for parse_float)."""
     return repr(float(value))
 
-
-def c_sort_key(key):
-    """Sort key equal to `LC_ALL=C sort` order (code point order == UTF-8 byte order)."""
-    return key
