@@ -92,7 +92,7 @@ def test_local_max_jobs_run_one_serialises(repo_dir, tmp_path):
 
 def test_local_jobs_overlap_without_limit(repo_dir, tmp_path):
     r = launch(repo_dir, tmp_path, "launch_local.sh", "--max-jobs-run", "3", "JOB=1:3",
-               "log/p.JOB.log", "sleep", "1")
+               "log/p.JOB.log", "sleep", "2")
     assert r.returncode == 0, r.stderr
     spans = [epochs((tmp_path / f"log/p.{n}.log").read_text()) for n in (1, 2, 3)]
     assert max(s for s, _ in spans) < min(e for _, e in spans)

@@ -64,6 +64,7 @@ def test_usad2_help_lists_stages_and_recipe_defaults(repo_copy):
     assert "5 distill" in r.stdout
 
 
+@pytest.mark.recipe
 def test_recipe_stage_1_runs_in_a_copy(repo_copy):
     recipe = repo_copy / "egs/multidomain"
     r = run(["./run.sh", "--stage", "1", "--stop_stage", "1", "--demo_size", "tiny"], recipe,
