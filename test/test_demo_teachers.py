@@ -22,13 +22,6 @@ SR = 16000
 
 
 @pytest.fixture(scope="session")
-def teacher_cache(tmp_path_factory):
-    cache = os.environ.get("USAD2_CACHE") or str(tmp_path_factory.mktemp("teacher_cache"))
-    fetch.fetch_teachers(list(DEMO), cache)
-    return cache
-
-
-@pytest.fixture(scope="session")
 def teachers(teacher_cache):
     return {name: registry.build_teacher(name, cache=teacher_cache) for name in DEMO}
 

@@ -1,0 +1,105 @@
+"""Offline teacher targets: run one teacher over a data dir and store chosen layers.
+
+Work is split into `nj` contiguous shards of the sorted utterance list (Kaldi's split); each
+shard is written into a temporary directory, renamed into `shards/<J>` when complete and
+stamped with the fingerprint of (teacher card, checkpoint, layers, dtype, shard's utterance
+list, data dir index files). A rerun skips stamped shards, so after a kill -9 only unfinished
+shards are redone, and the merged scp files equal those of an uninterrupted run. Each
+utterance is extracted on its own (full length, no padding), so results do not depend on the
+batch or on `nj`.
+"""
+import json
+import logging
+import os
+import shutil
+
+from tqdm import tqdm
+
+from usad2.distill.mapping import layer_pairs
+from usad2.targets.store import ShardWriter, TargetsError, layer_name, merge_shards
+from usad2.utils import stamp
+from usad2.utils.atomic import atomic_write_text
+
+logger = logging.getLogger("usad2")
+
+
+def default_layers(card, num_student_layers=None, k=4):
+    """The card's distill_layers, else the K-sparse teacher layers (all when it has <= K)."""
+    if card.distill_layers:
+        return [int(x) for x in card.distill_layers]
+    if card.num_layers <= k:
+        return list(range(1, card.num_layers + 1))
+    return [t for _, t in layer_pairs(num_student_layers or k, card.num_layers, k, name=card.name)]
+
+
+def split_shards(utts, nj):
+    """Contiguous split of `utts` into nj lists whose sizes differ by at most one."""
+    if nj < 1:
+        raise TargetsError(f"--nj must be >= 1, got {nj}")
+    base, extra = divmod(len(utts), nj)
+    shards, start = [], 0
+    for j in range(nj):
+        size = base + (1 if j < extra else 0)
+        shards.append(utts[start:start + size])
+        start += size
+    return shards
+
+
+def extract_shard(items, teacher, layers, shard_dir, fp, dtype="float16", progress=True):
+    """Extract `items` [(utt, audio loader callable)] into `shard_dir` atomically, then stamp it."""
+    parent = os.path.dirname(os.path.abspath(shard_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = shard_dir + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    writer = ShardWriter(tmp, shard_dir, layers, dtype)
+    for utt, loader in tqdm(items, desc=f"{teacher.name} {os.path.basename(shard_dir)}",
+                            disable=not progress, mininterval=5):
+        wave = loader()
+        outputs, frame_lengths = teacher.extract(wave.unsqueeze(0), [wave.shape[0]], layers)
+        n = int(frame_lengths[0])
+        if n <= 0:
+            raise TargetsError(f"{teacher.name}: utterance {utt} gave no frames "
+                               f"({wave.shape[0]} samples): too short for this teacher")
+        writer.write(utt, [o[0, :n].cpu().numpy() for o in outputs])
+    writer.close()
+    shutil.rmtree(shard_dir, ignore_errors=True)
+    os.replace(tmp, shard_dir)
+    stamp.mark_done(shard_dir, fp)
+
+
+def run_extraction(utt_loaders, teacher, out_dir, layers, nj=1, jobs=None, dtype="float16",
+                   fingerprint_args=None, inputs=(), progress=True):
+    """Extract the shards `jobs` (default all 1..nj) and, when all are done, merge them.
+
+    utt_loaders: sorted list of (utt, loader) where loader() returns the 16 kHz waveform.
+    Returns True when the merged output is complete.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    base_args = dict(fingerprint_args or {}, layers=list(layers), dtype=dtype, nj=nj)
+    shards = split_shards(utt_loaders, nj)
+    for job in jobs or range(1, nj + 1):
+        items = shards[job - 1]
+        shard_dir = os.path.join(out_dir, "shards", str(job))
+        fp = stamp.fingerprint(dict(base_args, job=job, utts=[u for u, _ in items]), inputs)
+        if stamp.is_done(shard_dir, fp):
+            logger.info("%s shard %d/%d: done already, skipping", teacher.name, job, nj)
+            continue
+        logger.info("%s shard %d/%d: %d utterances", teacher.name, job, nj, len(items))
+        extract_shard(items, teacher, layers, shard_dir, fp, dtype, progress=progress)
+    done = all(stamp.is_done(os.path.join(out_dir, "shards", str(j)), stamp.fingerprint(
+        dict(base_args, job=j, utts=[u for u, _ in shards[j - 1]]), inputs)) for j in range(1, nj + 1))
+    if not done:
+        return False
+    final_fp = stamp.fingerprint(base_args, inputs)
+    if stamp.is_done(out_dir, final_fp):
+        return True
+    merge_shards(out_dir, layers, nj)
+    meta = {"teacher": teacher.card.to_dict(), "layers": list(layers), "dtype": dtype, "nj": nj,
+            "frame_rate": str(teacher.frame_rate), "frame_offset": teacher.frame_offset,
+            "widths": [teacher.width(k) for k in layers]}
+    atomic_write_text(os.path.join(out_dir, "meta.json"), json.dumps(meta, indent=1, default=str) + "\n")
+    stamp.mark_done(out_dir, final_fp)
+    logger.info("%s: merged %d shards into %s (%s)", teacher.name, nj, out_dir,
+                ", ".join(layer_name(k) + ".scp" for k in layers))
+    return True
