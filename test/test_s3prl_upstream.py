@@ -250,3 +250,72 @@ def test_run_downstream_train_then_evaluate(exports, tmp_path):
     res = subprocess.run(wrapped, capture_output=True, text=True, env=_env(), cwd=str(tmp_path), timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Loading Downstream weights from the previous experiment" in res.stdout + res.stderr
+
+
+# ---- Kaldi data dirs -> the emotion downstream (generic utterance classification) -----------
+
+def _classification_dirs(root, counts=(("train", 6), ("test", 3))):
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    for split, n in counts:
+        (root / split).mkdir(parents=True)
+        scp, labels = [], []
+        for i in range(n):
+            utt = f"{split}_{i:02d}"
+            path = root / "wav" / f"{utt}.wav"
+            path.parent.mkdir(exist_ok=True)
+            sf.write(str(path), (rng.standard_normal(8000 + 800 * i) * 0.1).astype("float32"), SR)
+            scp.append(f"{utt} {path}")
+            labels.append(f"{utt} {'cat' if i % 2 else 'dog'}")
+        (root / split / "wav.scp").write_text("\n".join(scp) + "\n")
+        (root / split / "utt2label").write_text("\n".join(labels) + "\n")
+    return root / "train", root / "test"
+
+
+def test_make_meta_writes_emotion_lists(tmp_path, capsys):
+    import json
+
+    train, test = _classification_dirs(tmp_path)
+    out = tmp_path / "meta"
+    assert s3prl_runner.main(["--make-meta", str(train), str(test), str(out)]) == 0
+    override = capsys.readouterr().out.strip()
+    assert override.endswith(f"meta_data={str(out)!r}")
+    doc = json.loads((out / "Session1" / "test_meta_data.json").read_text())
+    assert doc["labels"] == {"cat": 0, "dog": 1}
+    assert doc["meta_data"][1] == {"path": str(tmp_path / "wav" / "test_01.wav"), "label": "cat"}
+    assert len(json.loads((out / "Session1" / "train_meta_data.json").read_text())["meta_data"]) == 6
+
+
+def test_make_meta_errors(tmp_path):
+    from usad2.errors import DataDirError
+    from usad2.s3prl_upstream.classification_meta import utterance_labels
+
+    train, _ = _classification_dirs(tmp_path, counts=(("train", 2),))
+    with pytest.raises(DataDirError, match="no utt2genre file"):
+        utterance_labels(str(train), label="genre")
+    (train / "utt2label").write_text("train_00 dog\ntrain_01 cat bird\n")
+    with pytest.raises(DataDirError, match="utterance train_01 needs exactly one label"):
+        utterance_labels(str(train))
+
+
+@pytest.mark.slow
+@pytest.mark.s3prl
+def test_emotion_downstream_on_data_dirs(exports, tmp_path):
+    """configs/utterance_classification.yaml + --make-meta train and write predictions."""
+    train, test = _classification_dirs(tmp_path)
+    meta = tmp_path / "meta"
+    from usad2.s3prl_upstream.classification_meta import override_for, write_classification_meta
+
+    write_classification_meta(str(train), str(test), str(meta))
+    tiny = ("config.runner.total_steps=2,,config.runner.eval_step=2,,config.runner.save_step=2,,"
+            "config.downstream_expert.datarc.num_workers=0")
+    cmd = [sys.executable, "-m", "s3prl.run_downstream", "-m", "train", "-u", "usad2", "-k", exports[2],
+           "-d", "emotion", "-c", s3prl_runner.config_path("utterance_classification"), "--device", "cpu",
+           "-p", str(tmp_path / "exp"), "-o", override_for(str(meta)) + ",," + tiny]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=str(tmp_path), timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (tmp_path / "exp" / "states-2.ckpt").is_file()
+    predicted = (tmp_path / "exp" / "test_fold1_predict.txt").read_text().split()
+    assert len(predicted) == 6 and set(predicted[1::2]) <= {"cat", "dog"}

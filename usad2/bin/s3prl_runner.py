@@ -4,6 +4,9 @@
     python -m usad2.bin.s3prl_runner --list-configs
     python -m usad2.bin.s3prl_runner --install-hook [--site-dir D] # (re)write usad2_s3prl.pth
     python -m usad2.bin.s3prl_runner --hook-status
+    python -m usad2.bin.s3prl_runner --make-meta TRAIN_DIR TEST_DIR OUT [--label label]
+        # Kaldi data dirs + utt2<label> -> inputs of `-d emotion -c <utterance_classification>`;
+        # prints the -o value to pass
     python -m usad2.bin.s3prl_runner -- -m train -u usad2 -k exp/x/export/model.pt \\
         -d example -c "$(python -m usad2.bin.s3prl_runner --print-config example)" --device cpu
 
@@ -76,6 +79,9 @@ def build_parser():
     parser.add_argument("--install-hook", action="store_true",
                         help="write usad2_s3prl.pth so that s3prl's hub knows -u usad2")
     parser.add_argument("--hook-status", action="store_true", help="report the hook state")
+    parser.add_argument("--make-meta", nargs=3, metavar=("TRAIN_DIR", "TEST_DIR", "OUT"),
+                        help="write s3prl emotion-downstream JSON lists from Kaldi data dirs")
+    parser.add_argument("--label", default="label", help="label file utt2<LABEL> for --make-meta")
     parser.add_argument("--site-dir", default=None,
                         help="directory for --install-hook/--hook-status (default: this "
                              "interpreter's site-packages)")
@@ -103,6 +109,13 @@ def main(argv=None):
 
         path = hook.install_pth(args.site_dir)
         logger.info("wrote %s", path)
+        return 0
+    if args.make_meta:
+        from usad2.s3prl_upstream import classification_meta as meta
+
+        index = meta.write_classification_meta(*args.make_meta, label=args.label)
+        logger.info("%d labels: %s", len(index), ", ".join(index))
+        print(meta.override_for(args.make_meta[2]))
         return 0
     if args.hook_status:
         print(hook_status(args.site_dir))
