@@ -9,6 +9,8 @@
         # prints the -o value to pass
     python -m usad2.bin.s3prl_runner -- -m train -u usad2 -k exp/x/export/model.pt \\
         -d example -c "$(python -m usad2.bin.s3prl_runner --print-config example)" --device cpu
+    python -m s3prl.run_downstream -m evaluate -e <expdir>/states-2.ckpt --device cpu
+        # s3prl never takes --device from the checkpoint: repeat it on a CPU-only machine
 
 After installation the plain `python -m s3prl.run_downstream ...` works the same: the `.pth`
 hook (`usad2/s3prl_upstream/hook.py`) registers `-u usad2` and allow-lists the class s3prl's
@@ -20,6 +22,7 @@ interpreter). `--install-hook` is the fallback installer that tools/setup.sh cal
 come from setup.py there (a plain `pip install .` gets it from setup.py's build_py).
 Arguments after `--` (or any not recognised here) go to s3prl unchanged.
 """
+import argparse
 import os
 import runpy
 import sys
@@ -72,7 +75,10 @@ def run_downstream(argv):
 
 
 def build_parser():
-    parser = make_parser(__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
+    # keep the usage examples of the docstring as written; defaults still shown
+    parser.formatter_class = type("Formatter", (argparse.ArgumentDefaultsHelpFormatter,
+                                                argparse.RawDescriptionHelpFormatter), {})
     parser.allow_abbrev = False  # never swallow a prefix of one of s3prl's options
     parser.add_argument("--print-config", metavar="NAME", help="print the path of a shipped config")
     parser.add_argument("--list-configs", action="store_true", help="list the shipped configs")
@@ -83,8 +89,8 @@ def build_parser():
                         help="write s3prl emotion-downstream JSON lists from Kaldi data dirs")
     parser.add_argument("--label", default="label", help="label file utt2<LABEL> for --make-meta")
     parser.add_argument("--site-dir", default=None,
-                        help="directory for --install-hook/--hook-status (default: this "
-                             "interpreter's site-packages)")
+                        help="directory for --install-hook/--hook-status; None: this "
+                             "interpreter's site-packages")
     return parser
 
 
