@@ -287,6 +287,9 @@ def test_muq_formats_and_ffn(tmp_path, muq_dir):
     (ffn,), frames = teacher.extract(wavs, lengths, [2])
     mel = teacher.frontend(torchaudio.functional.resample(wavs[0], 16000, 24000))
     hidden = teacher.model.conformer(teacher.model.conv(mel[None]), output_hidden_states=True).hidden_states
+    blocks = teacher.model(mel[None], [1, 2], "block")  # hooks give transformers' hidden_states[k]
+    torch.testing.assert_close(blocks[1], hidden[1], atol=0, rtol=0)
+    torch.testing.assert_close(blocks[2], hidden[2], atol=0, rtol=0)
     layer = teacher.model.conformer.layers[1]
     x = hidden[1]
     x = x + 0.5 * layer.ffn1(layer.ffn1_layer_norm(x))

@@ -104,7 +104,9 @@ class MuQArch:
         """transformers' Wav2Vec2ConformerConfig from w2v2_config, width and depth from MuQConfig."""
         kw = {k: v for k, v in self.w2v2_config.items() if k not in ("model_type", "transformers_version")}
         kw.update(num_hidden_layers=self.encoder_depth, hidden_size=self.encoder_dim)
-        return Wav2Vec2ConformerConfig(**kw)
+        config = Wav2Vec2ConformerConfig(**kw)
+        config._attn_implementation = "eager"  # plain attention, as the official model ran
+        return config
 
 
 class Res2dModule(nn.Module):
@@ -164,11 +166,14 @@ class MuQEncoder(nn.Module):
         """mel (1, n_mels, T) normalised -> {layer: (1, T', D)} for the 1-based `layers`."""
         x = self.conv(mel)
         if tensor == "ffn":
-            with FfnCapture(layer.ffn2 for layer in self.conformer.layers) as cap:
-                self.conformer(x)
-            return {k: cap.outputs[k - 1] for k in layers}
-        hidden = self.conformer(x, output_hidden_states=True).hidden_states
-        return {k: hidden[k] for k in layers}
+            watched = [layer.ffn2 for layer in self.conformer.layers]
+        else:  # hidden_states[k]: block k's output, the last one after the encoder's final LayerNorm
+            watched = list(self.conformer.layers[:-1]) + [self.conformer.layer_norm]
+        # Hooks rather than output_hidden_states: the same on transformers 4 and 5 (whose standalone
+        # encoder no longer collects hidden states).
+        with FfnCapture(watched) as cap:
+            self.conformer(x)
+        return {k: cap.outputs[k - 1] for k in layers}
 
 
 class MuQFrontend(nn.Module):
