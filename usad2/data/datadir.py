@@ -317,6 +317,8 @@ def _coerce_value(name, kind, value):
     if name in ("utt2dur", "reco2dur", "utt2weight"):
         return float(value)
     if name == "utt2num_samples":
+        if int(value) != float(value):
+            raise ValueError("not a whole number")
         return int(value)
     if kind is LABEL_KIND:
         tokens = tuple(split_fields(value.strip(" \t")) if isinstance(value, str)

@@ -26,7 +26,7 @@ DEFAULT_MAX_PROBLEMS = 100
 _SEPARATOR = re.compile(r"[ \t]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ufeff]")
 _FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_INT = re.compile(r"\+?[0-9]+")
+_INT = re.compile(r"\+?[0-9]{1,18}")  # at most 18 digits: fits int64, as in Kaldi
 
 
 class FieldError(Exception):
@@ -141,7 +141,7 @@ def parse_positive_float(token, what):
 def parse_positive_int(token, what):
     """An integer > 0 written with ASCII digits, else FieldError."""
     if not _INT.fullmatch(token):
-        raise FieldError(f"{what} {token!r} is not a whole number")
+        raise FieldError(f"{what} {token!r} is not a whole number below 10^18")
     value = int(token)
     if value <= 0:
         raise FieldError(f"{what} must be positive, got {token!r}")
