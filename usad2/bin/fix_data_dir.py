@@ -15,7 +15,7 @@ from usad2.utils.log import log_invocation, setup_logging
 def get_parser():
     parser = make_parser(__doc__.strip().splitlines()[0])
     parser.add_argument("data_dir", help="the Kaldi data dir to fix")
-    parser.add_argument("--out", default=None, help="write the fixed dir here (default: in place)")
+    parser.add_argument("--out", default=None, help="write the fixed dir here instead of in place")
     parser.add_argument("--allow_pipes", type=str2bool, nargs="?", const=True, default=False,
                         help="keep Kaldi pipe commands (`cmd |`) in wav.scp instead of dropping them")
     parser.add_argument("--check_audio", type=str2bool, nargs="?", const=True, default=False,
