@@ -102,3 +102,18 @@ def test_missing_audio_names_the_utterance(tmp_path, teacher_cache):
 
     with pytest.raises(Usad2Error, match="u1"):
         extract_teacher(data, "basic_pitch", str(tmp_path / "out"), progress=False)
+
+
+def test_force_on_one_job_redoes_only_that_shard_and_remerges(data_and_reference, tmp_path):
+    _, data, ref = data_and_reference
+    out = str(tmp_path / "force")
+    assert extract_teacher(data, "basic_pitch", out, nj=2, progress=False)
+    shard2 = os.path.join(out, "shards", "2", "L1.ark")
+    before2 = os.path.getmtime(shard2)
+    merged_before = os.path.getmtime(os.path.join(out, ".done"))
+    time.sleep(0.02)
+    assert extract_teacher(data, "basic_pitch", out, nj=2, job=1, force=True, progress=False)
+    assert os.path.getmtime(shard2) == before2
+    assert os.path.getmtime(os.path.join(out, ".done")) > merged_before  # shard 1 newer -> re-merged
+    got, want = targets_content(out), targets_content(ref)
+    assert all(np.array_equal(a, b) for u in want for a, b in zip(got[u], want[u]))

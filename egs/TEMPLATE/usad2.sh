@@ -177,10 +177,12 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
         for teacher in "${_tlist[@]}"; do
             for dset in "${train_set}_mix" "${dev_set}"; do
                 out="${dumpdir}/targets/${teacher}/${dset}"
+                _x=(--teacher "${teacher}" --data "${dumpdir}/raw/${dset}" --out "${out}" --nj "${nj}"
+                    --progress false)
                 "${extract_launcher[@]}" JOB=1:"${nj}" "${out}/log/extract.JOB.log" \
-                    "${python}" -m usad2.bin.extract_teacher --teacher "${teacher}" \
-                    --data_dir "${dumpdir}/raw/${dset}" --out_dir "${out}" \
-                    --shard JOB --num_shards "${nj}" --force "${force}"
+                    "${python}" -m usad2.bin.extract_teacher "${_x[@]}" --job JOB --force "${force}"
+                # every shard is stamped now: this merges them (and checks they are complete)
+                "${python}" -m usad2.bin.extract_teacher "${_x[@]}"
             done
         done
     fi

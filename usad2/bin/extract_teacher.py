@@ -9,13 +9,9 @@ complete the shards are merged into `<out>/L<k>.scp`, `utt2num_frames` and `meta
 shards are skipped by fingerprint, so a rerun after a crash redoes only what was unfinished.
 The fingerprint covers the data dir's index files, not the audio files' content.
 """
-import os
-import shutil
-
 from usad2.data.datadir import load_data_dir
 from usad2.targets.extract import default_layers, run_extraction
 from usad2.teachers.registry import build_teacher
-from usad2.utils import stamp
 from usad2.utils.cli import make_parser, run_main, str2bool
 from usad2.utils.log import log_invocation, setup_logging
 
@@ -32,21 +28,21 @@ def build_parser():
     p.add_argument("--checkpoint", default=None, help="local checkpoint path overriding the card's source")
     p.add_argument("--layers", default=None,
                    help="comma-separated 1-based teacher layers (default: the card's distill_layers, "
-                        "else the K-sparse layers for --student_layers)")
+                        "else the K-sparse teacher layers floor(k*L/K))")
     p.add_argument("--k", type=int, default=4, help="layer pairs per teacher (SPEC §3)")
-    p.add_argument("--student_layers", type=int, default=12, help="student depth the K-sparse rule assumes")
     p.add_argument("--nj", type=int, default=1, help="number of shards")
     p.add_argument("--job", type=int, default=None, help="extract only this shard (1-based)")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--allow_pipes", type=str2bool, default=False, help="allow Kaldi `cmd |` entries in wav.scp")
     p.add_argument("--card_dir", default=None, help="extra teacher card directory (overrides by name)")
-    p.add_argument("--force", type=str2bool, default=False, help="redo every shard")
+    p.add_argument("--force", type=str2bool, default=False,
+                   help="redo the shards this call runs (only --job's shard when given)")
     p.add_argument("--progress", type=str2bool, default=True)
     return p
 
 
-def extract_teacher(data, teacher, out, checkpoint=None, layers=None, k=4, student_layers=12, nj=1,
+def extract_teacher(data, teacher, out, checkpoint=None, layers=None, k=4, nj=1,
                     job=None, dtype="float16", device="cpu", allow_pipes=False, card_dir=None,
                     force=False, progress=True):
     """Plain-function form of the command; returns True when the merged targets are complete."""
@@ -54,11 +50,7 @@ def extract_teacher(data, teacher, out, checkpoint=None, layers=None, k=4, stude
 
     data_dir = load_data_dir(data, allow_pipes=allow_pipes)
     model = build_teacher(teacher, device=device, card_dirs=card_dir, checkpoint=checkpoint)
-    layers = layers or default_layers(model.card, student_layers, k)
-    if force:
-        stamp.clear(out)
-        shutil.rmtree(os.path.join(out, "shards"), ignore_errors=True)
-
+    layers = layers or default_layers(model.card, k)
     def loader(utt):
         src = data_dir.source(utt)
         return lambda: load_audio(src.path, name=utt, allow_pipes=allow_pipes, start=src.start or None,
@@ -67,7 +59,7 @@ def extract_teacher(data, teacher, out, checkpoint=None, layers=None, k=4, stude
     items = [(utt, loader(utt)) for utt in data_dir.utt_ids]
     fp_args = {"card": model.card.to_dict(), "checkpoint": checkpoint, "k": k}
     return run_extraction(items, model, out, layers, nj=nj, jobs=[job] if job else None, dtype=dtype,
-                          fingerprint_args=fp_args, inputs=[data], progress=progress)
+                          fingerprint_args=fp_args, inputs=[data], force=force, progress=progress)
 
 
 def main(argv=None):
@@ -75,7 +67,7 @@ def main(argv=None):
     logger = setup_logging()
     log_invocation(logger)
     complete = extract_teacher(args.data, args.teacher, args.out, args.checkpoint, parse_layers(args.layers),
-                               args.k, args.student_layers, args.nj, args.job, args.dtype, args.device,
+                               args.k, args.nj, args.job, args.dtype, args.device,
                                args.allow_pipes, args.card_dir, args.force, args.progress)
     logger.info("targets %s: %s", args.out, "complete" if complete else f"shard {args.job} done, others pending")
     return 0

@@ -15,7 +15,7 @@ import shutil
 
 from tqdm import tqdm
 
-from usad2.distill.mapping import layer_pairs
+from usad2.distill.mapping import teacher_layers
 from usad2.targets.store import ShardWriter, TargetsError, layer_name, merge_shards
 from usad2.utils import stamp
 from usad2.utils.atomic import atomic_write_text
@@ -23,13 +23,15 @@ from usad2.utils.atomic import atomic_write_text
 logger = logging.getLogger("usad2")
 
 
-def default_layers(card, num_student_layers=None, k=4):
-    """The card's distill_layers, else the K-sparse teacher layers (all when it has <= K)."""
+def default_layers(card, k=4):
+    """The card's distill_layers, else the K-sparse teacher layers floor(k·L_T/K) (SPEC §3).
+
+    The teacher side of the mapping does not depend on the student's depth, so targets
+    extracted once serve every student preset with the same K.
+    """
     if card.distill_layers:
         return [int(x) for x in card.distill_layers]
-    if card.num_layers <= k:
-        return list(range(1, card.num_layers + 1))
-    return [t for _, t in layer_pairs(num_student_layers or k, card.num_layers, k, name=card.name)]
+    return teacher_layers(card.num_layers, k, name=card.name)
 
 
 def split_shards(utts, nj):
@@ -68,31 +70,42 @@ def extract_shard(items, teacher, layers, shard_dir, fp, dtype="float16", progre
     stamp.mark_done(shard_dir, fp)
 
 
+def _stamp_mtime(directory):
+    try:
+        return os.path.getmtime(stamp.stamp_path(directory))
+    except FileNotFoundError:
+        return None
+
+
 def run_extraction(utt_loaders, teacher, out_dir, layers, nj=1, jobs=None, dtype="float16",
-                   fingerprint_args=None, inputs=(), progress=True):
+                   fingerprint_args=None, inputs=(), force=False, progress=True):
     """Extract the shards `jobs` (default all 1..nj) and, when all are done, merge them.
 
     utt_loaders: sorted list of (utt, loader) where loader() returns the 16 kHz waveform.
+    `force` redoes the shards of this call only (so concurrent `--job` runs never touch each
+    other's shards). The merge is redone when a shard is newer than the merged output.
     Returns True when the merged output is complete.
     """
     os.makedirs(out_dir, exist_ok=True)
     base_args = dict(fingerprint_args or {}, layers=list(layers), dtype=dtype, nj=nj)
     shards = split_shards(utt_loaders, nj)
+
+    def shard_fp(job):
+        return stamp.fingerprint(dict(base_args, job=job, utts=[u for u, _ in shards[job - 1]]), inputs)
+
     for job in jobs or range(1, nj + 1):
-        items = shards[job - 1]
         shard_dir = os.path.join(out_dir, "shards", str(job))
-        fp = stamp.fingerprint(dict(base_args, job=job, utts=[u for u, _ in items]), inputs)
-        if stamp.is_done(shard_dir, fp):
+        if not force and stamp.is_done(shard_dir, shard_fp(job)):
             logger.info("%s shard %d/%d: done already, skipping", teacher.name, job, nj)
             continue
-        logger.info("%s shard %d/%d: %d utterances", teacher.name, job, nj, len(items))
-        extract_shard(items, teacher, layers, shard_dir, fp, dtype, progress=progress)
-    done = all(stamp.is_done(os.path.join(out_dir, "shards", str(j)), stamp.fingerprint(
-        dict(base_args, job=j, utts=[u for u, _ in shards[j - 1]]), inputs)) for j in range(1, nj + 1))
-    if not done:
+        logger.info("%s shard %d/%d: %d utterances", teacher.name, job, nj, len(shards[job - 1]))
+        extract_shard(shards[job - 1], teacher, layers, shard_dir, shard_fp(job), dtype, progress=progress)
+    shard_dirs = [os.path.join(out_dir, "shards", str(j)) for j in range(1, nj + 1)]
+    if not all(stamp.is_done(d, shard_fp(j)) for j, d in enumerate(shard_dirs, 1)):
         return False
     final_fp = stamp.fingerprint(base_args, inputs)
-    if stamp.is_done(out_dir, final_fp):
+    merged_at = _stamp_mtime(out_dir)
+    if stamp.is_done(out_dir, final_fp) and all(_stamp_mtime(d) <= merged_at for d in shard_dirs):
         return True
     merge_shards(out_dir, layers, nj)
     meta = {"teacher": teacher.card.to_dict(), "layers": list(layers), "dtype": dtype, "nj": nj,
