@@ -3,7 +3,6 @@
 Padded frames are masked out. `frame_loss` returns per-frame values so that the trainer can
 weight utterances by domain and normalise over all valid frames of the global batch.
 """
-import torch
 import torch.nn.functional as F
 
 

@@ -30,7 +30,6 @@ Facts taken from the official code (read, not copied):
 - Frame count: (num_samples // 160 + 1) // 4 (centred STFT frames, then whole 4-frame patches).
 """
 import logging
-import os
 
 import torch
 import torchaudio
@@ -38,7 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from usad2.errors import TeacherError
-from usad2.teachers.base import Teacher, cache_dir, register_family
+from usad2.teachers.base import Teacher, register_family
 from usad2.teachers.families.common import freeze, load_strict, pad_stack, resolve_checkpoint
 
 log = logging.getLogger(__name__)
@@ -50,16 +49,6 @@ N_MELS = 64
 PATCH_FRAMES = 4
 DB_MIN, DB_MAX = -79.6482, 50.6842
 CHECKPOINT_PREFIXES = ("model.teacher.encoder.", "encoder.encoder.")
-
-
-def checkpoint_path(card, checkpoint=None, cache=None):
-    """The local checkpoint: `checkpoint`, else the card's source.path with ${USAD2_CACHE} and ~
-    expanded (a relative path is taken under the cache); TeacherError when it does not exist."""
-    if checkpoint is None and (card.source or {}).get("path"):
-        root = os.fspath(cache) if cache is not None else cache_dir()
-        raw = str(card.source["path"]).replace("${USAD2_CACHE}", root).replace("$USAD2_CACHE", root)
-        checkpoint = os.path.join(root, os.path.expanduser(raw))
-    return resolve_checkpoint(card, checkpoint, cache)
 
 
 def num_frames(num_samples):
@@ -239,7 +228,7 @@ class AtstFrameTeacher(Teacher):
 
     def __init__(self, card, cache=None, device="cpu", checkpoint=None):
         super().__init__(card)
-        path = checkpoint_path(card, checkpoint, cache)
+        path = resolve_checkpoint(card, checkpoint, cache)
         state = encoder_state_from_checkpoint(read_lightning_checkpoint(path), path)
         self.model = build_encoder(state, path, card.options, device)
         self.frontend = AtstMelFrontend().to(device)

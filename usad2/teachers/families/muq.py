@@ -47,7 +47,7 @@ from transformers import Wav2Vec2ConformerConfig
 from transformers.models.wav2vec2_conformer.modeling_wav2vec2_conformer import Wav2Vec2ConformerEncoder
 
 from usad2.errors import TeacherError
-from usad2.teachers.base import Teacher, cache_dir, register_family
+from usad2.teachers.base import Teacher, register_family
 from usad2.teachers.families.common import (FfnCapture, freeze, load_strict, pad_stack, read_hf_weights,
                                             read_json, resolve_checkpoint)
 
@@ -56,16 +56,6 @@ INPUT_RATE = 16000  # the data contract every teacher receives
 N_FFT = 2048
 IGNORED_PREFIXES = ("linear.", "cls_token", "quantizer_", "rvq.", "recon_proj.")
 TIME_STRIDES = {4: (2, 2), 2: (2, 1)}
-
-
-def checkpoint_path(card, checkpoint=None, cache=None):
-    """The local checkpoint: `checkpoint`, else the card's source.path with ${USAD2_CACHE} and ~
-    expanded (a relative path is taken under the cache); TeacherError when it does not exist."""
-    if checkpoint is None and (card.source or {}).get("path"):
-        root = os.fspath(cache) if cache is not None else cache_dir()
-        raw = str(card.source["path"]).replace("${USAD2_CACHE}", root).replace("$USAD2_CACHE", root)
-        checkpoint = os.path.join(root, os.path.expanduser(raw))
-    return resolve_checkpoint(card, checkpoint, cache)
 
 
 @dataclasses.dataclass
@@ -262,7 +252,7 @@ class MuQTeacher(Teacher):
 
     def __init__(self, card, cache=None, device="cpu", checkpoint=None):
         super().__init__(card)
-        path = checkpoint_path(card, checkpoint, cache)
+        path = resolve_checkpoint(card, checkpoint, cache)
         self.model, self.frontend = load_muq_dir(path, device)
         self.device = torch.device(device)
         arch = self.model.arch
