@@ -300,3 +300,39 @@ def test_eval_centre_crop(ramp_dir):
     for utt, start, n in keys:
         full = info[utt][1]
         assert n == min(full, SR) and start == (full - n) // 2
+
+
+def test_bucketing_reduces_padding(tmp_path):
+    rng = np.random.default_rng(0)
+    path = _meta_dir(str(tmp_path), list(rng.uniform(0.2, 4.0, 300).round(3)))
+
+    def padding(bucket_seconds):
+        pipe = TrainPipeline(path, batch_seconds=20.0, crop_seconds=None, seed=0,
+                             bucket_seconds=bucket_seconds, load_audio=False)
+        padded = real = 0
+        for b in _take(pipe, 60):
+            padded += int(b.lengths.max()) * len(b)
+            real += int(b.lengths.sum())
+        return 1 - real / padded
+
+    sorted_pad, unsorted_pad = padding(None), padding(0)
+    assert sorted_pad < 0.1 < unsorted_pad
+
+
+def test_eval_rank_with_no_utterance_gets_empty_batch(tmp_path):
+    path, info = _write_dir(str(tmp_path), [0.5, 0.4, 0.3])
+    parts = [list(EvalPipeline(path, batch_seconds=5.0, rank=r, world_size=4)) for r in range(4)]
+    assert [len(p) for p in parts] == [1, 1, 1, 1]
+    assert [len(p[0]) for p in parts] == [1, 1, 1, 0]
+    empty = parts[3][0]
+    assert empty.wavs.shape == (0, 0) and empty.lengths.shape == (0,)
+    assert sorted(u for p in parts for u in p[0].utts) == sorted(info)
+
+
+def test_batch_to_moves_tensors(ramp_dir):
+    path, _ = ramp_dir
+    batch = next(iter(TrainPipeline(path, batch_seconds=2.0, crop_seconds=1.0)))
+    moved = batch.to("meta")
+    assert moved.wavs.device.type == "meta" and moved.lengths.device.type == "meta"
+    assert moved.utts == batch.utts and batch.wavs.device.type == "cpu"
+    assert abs(batch.seconds - int(batch.lengths.sum()) / SR) < 1e-9

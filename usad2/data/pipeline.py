@@ -45,7 +45,8 @@ from usad2.errors import AudioError, ConfigError
 log = logging.getLogger(__name__)
 
 LENGTH_TOLERANCE = SAMPLE_RATE // 10  # samples (0.1 s) audio may fall short of utt2dur/num_samples
-DEFAULT_BUCKET_FACTOR = 8  # default bucketing window = this many batch budgets
+DEFAULT_BUCKET_FACTOR = 16  # default bucketing window = this many batch budgets (~6 % padding on
+                           # uniform 0.2-4 s lengths vs ~40 % unsorted)
 
 
 @dataclasses.dataclass
@@ -73,6 +74,13 @@ class Batch:
     def seconds(self):
         """Audio seconds in this batch (sum of valid lengths)."""
         return float(self.lengths.sum()) / SAMPLE_RATE
+
+    def to(self, device, non_blocking=False):
+        """A copy with the tensors on `device` (ids, domains and labels are shared)."""
+        move = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)
+        return dataclasses.replace(self, wavs=move(self.wavs), lengths=move(self.lengths),
+                                   crop_starts=move(self.crop_starts),
+                                   full_lengths=move(self.full_lengths))
 
 
 def _seconds_to_samples(seconds, what):
@@ -140,13 +148,14 @@ class TrainPipeline:
     """Endless training batches: weighted sampling, random crops, bucketing, rank slices.
 
     Iterate it (`for batch in pipe`); epochs repeat forever, reshuffled with seed + epoch.
-    `state_dict()` is the position after the last batch yielded; `load_state_dict(state)` makes
+    `state_dict()` is the position after the last batch yielded (save it with the checkpoint of
+    the step that consumed that batch); `load_state_dict(state)` makes
     the next batch the one an uninterrupted pipeline would yield (an iterator that is already
     running restarts from the loaded state at its next step). Use one iterator at a time.
 
     batch_seconds: budget of cropped audio per *global* batch (all ranks together).
     crop_seconds: random crop length (None: no crop other than the batch budget).
-    bucket_seconds: length-sorting window (None: 8 batch budgets; 0: no sorting).
+    bucket_seconds: length-sorting window (None: 16 batch budgets; 0: no sorting).
     min_crop_seconds: utterances shorter than this are left out (the frontend needs frames).
     load_audio: False yields metadata-only batches (wavs None, lengths = planned crop lengths).
     """
@@ -175,6 +184,12 @@ class TrainPipeline:
         self._loader = _Loader(catalog, rank, world_size, load_audio)
         self._state = self.planner.state_dict()
         self._generation = 0
+        log.info("train pipeline %s: %d utterances (%.2f h), %s sampling, batch %g s, crop %s, "
+                 "bucket window %g s, rank %d of %d", catalog.where, len(catalog),
+                 catalog.lengths.sum() / SAMPLE_RATE / 3600,
+                 "weighted" if self.planner.probs is not None else "uniform", batch_seconds,
+                 f"{crop_seconds:g} s" if crop_seconds else "none",
+                 self.planner.window / SAMPLE_RATE if sort else 0, rank, world_size)
 
     def _check_slices(self, world_size):
         longest = int(min(self.planner.crop, self.planner.catalog.lengths.max()))

@@ -15,11 +15,14 @@ How the stream of global batches is made:
   are kept whole. `crop` is never more than the batch budget, so one over-long utterance is cut
   to fit the budget alone.
 - Bucketing: draws are read into a window of about `window` samples (spanning epoch boundaries:
-  the stream is endless), sorted by cropped length (longest first), and cut greedily into batches
-  whose summed cropped length stays within the budget. The window's last, unfilled batch is
-  carried into the next window, where it opens the first batch (so it is never starved and every
-  emitted batch is "full": adding the next item would have exceeded the budget). The batches of a
-  window are shuffled with `default_rng([seed, 1, window_index])` so lengths do not trend.
+  the stream is endless), sorted by cropped length, and cut greedily into batches whose summed
+  cropped length stays within the budget. The window's last, unfilled batch is carried into the
+  next window, where it opens the first batch, so every emitted batch is "full" (adding the next
+  item would have exceeded the budget) and a carried item is always emitted in the next window.
+  The sort direction alternates (longest first in even windows, shortest first in odd ones):
+  the carry holds the extreme lengths of its window and opens the next window, which starts at
+  the same extreme, so the carried batch is padded little. The batches of a window are then
+  shuffled with `default_rng([seed, 1, window_index])` so lengths do not trend.
 - State: epoch, next draw position, window index, the carried items and the window's batches not
   yet emitted, and the number of batches emitted. All plain ints and lists (torch.save with
   weights_only=True can hold it).
@@ -123,9 +126,12 @@ class Planner:
             item = self._draw()
             items.append(item)
             total += item[2]
-        if self.sort:
-            items.sort(key=lambda it: -it[2])  # stable: ties keep draw order
-        batches, current, used = [], list(carry), sum(item[2] for item in carry)
+        current = list(carry)
+        if self.sort:  # alternate the direction: the carry (this window's extreme) goes first
+            descending = self.state["window"] % 2 == 0
+            items.sort(key=lambda it: it[2], reverse=descending)  # stable: ties keep draw order
+            current.sort(key=lambda it: it[2], reverse=descending)
+        batches, used = [], sum(item[2] for item in current)
         for item in items:
             if current and used + item[2] > self.budget:
                 batches.append(current)
