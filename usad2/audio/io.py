@@ -112,12 +112,31 @@ def _segment_frames(start, end, sr, total, name, path, max_overshoot):
     return a, min(b, total)
 
 
+class _SoundfileNeedsRate(Exception):
+    """soundfile refused a headerless RAW file (chosen by its extension): it needs a sample rate."""
+
+
+def _open_soundfile(path):
+    """soundfile.SoundFile(path); a `.raw` name makes soundfile raise TypeError, turned into ours."""
+    try:
+        return soundfile.SoundFile(path)
+    except TypeError as e:
+        raise _SoundfileNeedsRate(str(e)) from None
+
+
+def _open_info(path):
+    try:
+        return soundfile.info(path)
+    except TypeError as e:
+        raise _SoundfileNeedsRate(str(e)) from None
+
+
 def _read_soundfile(path, start, end, name, max_overshoot):
     """Decode with libsndfile, cutting [start, end); returns ((frames, channels) float32, sr).
 
     Raises soundfile's error when the format is not recognised (the caller falls back to sox).
     """
-    with soundfile.SoundFile(path) as f:
+    with _open_soundfile(path) as f:
         sr, total = f.samplerate, f.frames
         if _is_mpeg(f):  # frame count is an estimate: decode all, then cut
             data = _decode(f, name, path, -1)
@@ -172,7 +191,10 @@ def _read_fallback(path, start, end, name, max_overshoot, sf_error):
         if len(errors) == 2:
             raise _fail(name, path, "not an audio file that soundfile, sox or ffmpeg can decode "
                                     f"(soundfile: {sf_error}; {'; '.join(errors)})")
-        data, sr = soundfile.read(tmp_wav, dtype="float32", always_2d=True)
+        try:
+            data, sr = soundfile.read(tmp_wav, dtype="float32", always_2d=True)
+        except soundfile.LibsndfileError as e:  # e.g. a header claiming an absurd sample rate
+            raise _fail(name, path, f"sox/ffmpeg decoded it into unreadable audio ({e})") from None
     return _cut(data, sr, start, end, name, path, max_overshoot), sr
 
 
@@ -184,7 +206,7 @@ def _read_file(path, start, end, name, max_overshoot):
     check_wav_truncation(path, name)
     try:
         return _read_soundfile(path, start, end, name, max_overshoot)
-    except soundfile.LibsndfileError as e:
+    except (soundfile.LibsndfileError, _SoundfileNeedsRate) as e:
         return _read_fallback(path, start, end, name, max_overshoot, e)
 
 
@@ -233,9 +255,9 @@ def audio_info(path, name=None, *, allow_pipes=False):
         raise _fail(name, path, "audio file does not exist")
     check_wav_truncation(path, name)
     try:
-        info = soundfile.info(path)
+        info = _open_info(path)
         return int(info.samplerate), int(info.frames), int(info.channels)
-    except soundfile.LibsndfileError as e:
+    except (soundfile.LibsndfileError, _SoundfileNeedsRate) as e:
         data, sr = _read_fallback(path, None, None, name, MAX_OVERSHOOT, e)
         return int(sr), int(data.shape[0]), int(data.shape[1])
 
