@@ -336,3 +336,30 @@ def test_batch_to_moves_tensors(ramp_dir):
     assert moved.wavs.device.type == "meta" and moved.lengths.device.type == "meta"
     assert moved.utts == batch.utts and batch.wavs.device.type == "cpu"
     assert abs(batch.seconds - int(batch.lengths.sum()) / SR) < 1e-9
+
+
+def test_crops_of_segments_come_from_the_right_place(tmp_path):
+    rec = str(tmp_path / "rec.wav")
+    soundfile.write(rec, _ramp(0, 3 * SR), SR, subtype="FLOAT")
+    segments = {"a": ("r", 0.5, 2.0), "b": ("r", 2.0, -1)}
+    out = str(tmp_path / "seg")
+    DataDir({"r": rec}, segments, utt2dur={"a": 1.5, "b": 1.0}).write(out)
+    pipe = TrainPipeline(out, batch_seconds=2.0, crop_seconds=0.5, seed=2, num_workers=2)
+    first = {"a": SR // 2, "b": 2 * SR}  # sample of the recording where each segment starts
+    for batch in _take(pipe, 10):
+        for row, (utt, start, length) in enumerate(_key(batch)):
+            assert length == SR // 2
+            expected = _ramp(first[utt] + start, length)
+            assert torch.equal(batch.wavs[row, :length], torch.from_numpy(expected))
+
+
+def test_other_sample_rates_are_resampled_to_the_planned_length(tmp_path):
+    path = str(tmp_path / "w8k.wav")
+    t = np.arange(8000 * 2) / 8000
+    soundfile.write(path, (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 8000)
+    out = str(tmp_path / "d8k")
+    DataDir({"x": path}, utt2dur={"x": 2.0}).write(out)
+    for batch in _take(TrainPipeline(out, batch_seconds=3.0, crop_seconds=1.0, seed=0), 3):
+        assert set(batch.lengths.tolist()) == {SR}  # the one utterance, drawn several times
+        rms = batch.wavs.pow(2).mean(dim=1).sqrt()
+        assert torch.allclose(rms, torch.full_like(rms, 0.5 / 2 ** 0.5), atol=0.01)  # the tone
