@@ -145,9 +145,9 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
         not_implemented 2 "format"
     elif ! upstream_missing 2 format "${datadir}/${train_set}" prepare_data; then
         for dset in "${all_sets[@]}"; do
-            "${python}" -m usad2.bin.format_data --in_dir "${datadir}/${dset}" \
-                --out_dir "${dumpdir}/raw/${dset}" --min_duration "${min_duration}" \
-                --max_duration "${max_duration}" --force "${force}"
+            "${python}" -m usad2.bin.format_data --in "${datadir}/${dset}" \
+                --out "${dumpdir}/raw/${dset}" --min_seconds "${min_duration}" \
+                --max_seconds "${max_duration}" --nj "${nj}" --force "${force}"
         done
     fi
 fi
@@ -157,8 +157,8 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
     if ! has_verb mix_data; then
         not_implemented 3 "mix"
     elif ! upstream_missing 3 mix "${dumpdir}/raw/${train_set}" format_data; then
-        "${python}" -m usad2.bin.mix_data --in_dir "${dumpdir}/raw/${train_set}" \
-            --out_dir "${dumpdir}/raw/${train_set}_mix" --force "${force}"
+        "${python}" -m usad2.bin.mix_data --train "${dumpdir}/raw/${train_set}" \
+            --out "${dumpdir}/raw/${train_set}_mix" --balance domain --force "${force}"
     fi
 fi
 
