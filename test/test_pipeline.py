@@ -95,7 +95,8 @@ def test_budget_crops_and_audio_content(ramp_dir):
             offset, full = info[utt]
             assert int(batch.full_lengths[row]) == full
             assert length == min(full, SR) and 0 <= start <= full - length
-            assert torch.equal(batch.wavs[row, :length], torch.from_numpy(_ramp(offset + start, length)))
+            expected = torch.from_numpy(_ramp(offset + start, length))
+            assert torch.equal(batch.wavs[row, :length], expected)
             assert not batch.wavs[row, length:].any()
     # crops really move: some utterance longer than 1 s is seen at different offsets
     starts = collections.defaultdict(set)
@@ -241,6 +242,8 @@ def test_state_from_other_options_is_refused(ramp_dir):
     other = TrainPipeline(path, batch_seconds=3.0, seed=1, load_audio=False)
     with pytest.raises(ConfigError, match="budget: saved 32000, now 48000"):
         other.load_state_dict(state)
+    with pytest.raises(ConfigError, match="unknown format"):
+        other.load_state_dict({"step": 3})
 
 
 def test_min_crop_seconds_drops_short_utterances(ramp_dir):

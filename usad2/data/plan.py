@@ -66,13 +66,16 @@ class Planner:
         return dict(self._fingerprint)
 
     def state_dict(self):
+        """The position of the stream, with the fingerprint of the options that made it."""
         return {"version": STATE_VERSION, "fingerprint": self.fingerprint(),
                 "plan": copy.deepcopy(self.state)}
 
     def load_state_dict(self, state):
+        """Position the planner at a saved state; ConfigError when it belongs to other options."""
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            got = state.get("version") if isinstance(state, dict) else type(state).__name__
             raise ConfigError(f"data pipeline state: unknown format (expected version "
-                              f"{STATE_VERSION}, got {state.get('version') if isinstance(state, dict) else type(state).__name__})")
+                              f"{STATE_VERSION}, got {got!r})")
         mine, theirs = self.fingerprint(), state.get("fingerprint", {})
         differ = [f"{k}: saved {theirs.get(k)!r}, now {v!r}" for k, v in mine.items()
                   if theirs.get(k) != v]
