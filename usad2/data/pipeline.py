@@ -147,7 +147,9 @@ class _Loader:
 class TrainPipeline:
     """Endless training batches: weighted sampling, random crops, bucketing, rank slices.
 
-    Iterate it (`for batch in pipe`); epochs repeat forever, reshuffled with seed + epoch.
+    Iterate it (`for batch in pipe`); epochs repeat forever, each drawn afresh from (seed, epoch).
+    An epoch is N draws of the utterance stream; a bucketing window can straddle two epochs, so
+    `epoch` is the epoch of the next draw rather than a boundary between batches.
     `state_dict()` is the position after the last batch yielded (save it with the checkpoint of
     the step that consumed that batch); `load_state_dict(state)` makes
     the next batch the one an uninterrupted pipeline would yield (an iterator that is already
