@@ -1,0 +1,259 @@
+"""Probing: metrics against hand computations, probe behaviour on synthetic features, frame
+labels from note tables, and the probe command end to end on a tiny synthetic corpus."""
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from usad2.data.datadir import DataDir
+from usad2.errors import ConfigError, DataDirError
+from usad2.probe import metrics
+from usad2.probe.heads import LayerProbe, ProbeConfig, fit_probe
+from usad2.probe.tasks import Task, frame_labels, frame_times, read_notes
+
+FAST = ProbeConfig(lrs=(1e-2,), weight_decays=(0.0,), max_epochs=30)
+
+
+# ---- metrics ------------------------------------------------------------------------------------
+def test_accuracy_and_macro_f1_by_hand():
+    y_true = [0, 0, 1, 1, 2]
+    y_pred = [0, 1, 1, 1, 0]
+    assert metrics.accuracy(y_true, y_pred) == pytest.approx(3 / 5)
+    # class 0: tp 1 fp 1 fn 1 -> 0.5; class 1: tp 2 fp 1 fn 0 -> 0.8; class 2: tp 0 -> 0
+    assert metrics.f1_per_class(y_true, y_pred) == pytest.approx({0: 0.5, 1: 0.8, 2: 0.0})
+    assert metrics.macro_f1(y_true, y_pred) == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+    # a class only predicted (never true) counts, with F1 0
+    assert metrics.macro_f1([0, 0], [0, 3]) == pytest.approx((2 / 3 + 0.0) / 2)
+
+
+def test_average_precision_by_hand():
+    # ranking by score: e1(+), e3(-), e0(+), e2(-) -> precisions at the hits 1/1 and 2/3
+    targets = [1, 1, 0, 0]
+    scores = [0.5, 0.9, 0.1, 0.7]
+    assert metrics.average_precision(targets, scores) == pytest.approx((1 / 1 + 2 / 3) / 2)
+    # mAP skips a class with no positives
+    t = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0]])
+    s = np.array([[0.9, 0.2, 0.5], [0.1, 0.8, 0.5], [0.3, 0.6, 0.5]])
+    ap0 = metrics.average_precision(t[:, 0], s[:, 0])          # ranks 1 and 2 -> 1.0
+    ap1 = metrics.average_precision(t[:, 1], s[:, 1])          # positive at rank 1 -> 1.0
+    assert (ap0, ap1) == (1.0, 1.0)
+    s[1, 1] = 0.0                                             # positive now at rank 3 -> 1/3
+    assert metrics.mean_average_precision(t, s) == pytest.approx((1.0 + 1 / 3) / 2)
+    assert np.isnan(metrics.average_precision([0, 0], [0.1, 0.2]))
+
+
+def test_chance_accuracy_is_majority_class():
+    assert metrics.chance_accuracy([1, 1, 2], [1, 2, 2, 1]) == 0.5
+
+
+# ---- probes on synthetic features ------------------------------------------------------------------
+def _split(n, seed, informative_layer=0, num_layers=1, dims=(8,), classes=4, random_labels=False):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, classes, (n,), generator=g)
+    centres = torch.randn(classes, max(dims), generator=torch.Generator().manual_seed(99)) * 3
+    layers = []
+    for layer in range(num_layers):
+        d = dims[layer % len(dims)]
+        x = torch.randn(n, d, generator=g)
+        if layer == informative_layer:
+            x = x + centres[y, :d]
+        layers.append(x)
+    if random_labels:
+        y = torch.randint(0, classes, (n,), generator=g)
+    return layers, y
+
+
+def test_separable_task_is_learned_and_random_labels_stay_at_chance():
+    data = [_split(n, s) for n, s in ((400, 1), (200, 2), (400, 3))]
+    good = fit_probe(*data, 4, FAST, "accuracy", False)
+    assert good["test"]["accuracy"] > 0.9
+    assert good["test"]["macro_f1"] > 0.9
+    noise = [_split(n, s, random_labels=True) for n, s in ((400, 1), (200, 2), (400, 3))]
+    bad = fit_probe(*noise, 4, FAST, "accuracy", False)
+    assert bad["test"]["accuracy"] < 0.4          # chance is 0.25
+    assert set(bad["hparams"]) == {"lr", "weight_decay", "epochs", "layer", "hidden"}
+
+
+def test_weighted_sum_puts_weight_on_the_informative_layer():
+    kw = dict(informative_layer=1, num_layers=4, dims=(8, 12, 6, 8))
+    data = [_split(n, s, **kw) for n, s in ((400, 1), (200, 2), (300, 3))]
+    result = fit_probe(*data, 4, ProbeConfig(lrs=(3e-2,), weight_decays=(0.0,), max_epochs=40), "accuracy", False)
+    weights = result["layer_weights"]
+    assert len(weights) == 4 and sum(weights) == pytest.approx(1.0, abs=1e-5)
+    assert int(np.argmax(weights)) == 1 and weights[1] > 0.4
+    assert result["test"]["accuracy"] > 0.8
+    # a probe on one chosen layer: weights are one-hot, the wrong layer learns nothing
+    wrong = fit_probe(*data, 4, ProbeConfig(layer=0, lrs=(1e-2,), weight_decays=(0.0,), max_epochs=20),
+                      "accuracy", False)
+    assert wrong["layer_weights"] == [1.0, 0.0, 0.0, 0.0]
+    assert wrong["test"]["accuracy"] < 0.45
+
+
+def test_mlp_head_and_multi_label():
+    probe = LayerProbe([8, 4], 3, hidden=16)
+    assert probe([torch.zeros(5, 8), torch.zeros(5, 4)]).shape == (5, 3)
+    layers, y = _split(300, 5, classes=3)
+    multi = torch.nn.functional.one_hot(y, 3).float()
+    dev_layers, dev_y = _split(100, 6, classes=3)
+    test_layers, test_y = _split(200, 7, classes=3)
+    result = fit_probe((layers, multi), (dev_layers, torch.nn.functional.one_hot(dev_y, 3).float()),
+                       (test_layers, torch.nn.functional.one_hot(test_y, 3).float()), 3, FAST, "map", True)
+    assert set(result["test"]) == {"map"} and result["test"]["map"] > 0.9
+
+
+# ---- tasks and frame labels -------------------------------------------------------------------
+def test_frame_labels_from_note_table_and_inline_triples(tmp_path):
+    table = tmp_path / "clip1.tsv"
+    table.write_text("onset\toffset\tpitch\tvelocity\n0.100\t0.300\t60\t90\n0.200\t0.400\t55\t90\n")
+    notes = read_notes((str(table),), "clip1", "utt2notes")
+    assert notes == [(0.1, 0.3, 60), (0.2, 0.4, 55)]
+    times = frame_times(5, 10, 0.05)                       # 0.05 0.15 0.25 0.35 0.45
+    assert frame_labels(notes, times, "activity") == ["none", "note", "note", "note", "none"]
+    assert frame_labels(notes, times, "pitch_class") == ["none", "C", "G", "G", "none"]   # lowest sounding
+    # a stage-2 piece starting at 150 ms of the clip: times shift, notes already over drop out
+    piece = read_notes((str(table),), "clip1-0000150", "utt2notes")
+    assert np.allclose(piece, [(-0.05, 0.15, 60), (0.05, 0.25, 55)])
+    assert read_notes(("0.1", "0.2", "64"), "u", "f") == [(0.1, 0.2, 64)]
+    with pytest.raises(DataDirError, match=r"clip2.tsv:1: expected the header"):
+        bad = tmp_path / "clip2.tsv"
+        bad.write_text("start end\n")
+        read_notes((str(bad),), "clip2", "utt2notes")
+    with pytest.raises(DataDirError, match=r"utt2notes: utterance u: .*start < end"):
+        read_notes(("0.3", "0.2", "64"), "u", "utt2notes")
+
+
+def test_task_validation():
+    with pytest.raises(ConfigError, match="frame_target"):
+        Task("x", "music", "utt2notes", level="frame")
+    with pytest.raises(ConfigError, match="level"):
+        Task("x", "music", "utt2x", level="clip")
+
+
+# ---- end to end on a tiny synthetic corpus ----------------------------------------------------------
+FREQS = {"A": 220.0, "C": 261.63, "E": 329.63}
+MIDI = {"A": 57, "C": 60, "E": 64}
+
+
+def _make_corpus(root):
+    """train/dev/test dirs of 0.5 s clips: a tone (class A/C/E) from ~0.15 s to ~0.35 s in noise."""
+    rng = np.random.default_rng(0)
+    t = np.arange(8000) / 16000
+    for split, n in (("train", 24), ("dev", 9), ("test", 12)):
+        wav, dom, pc, rnd, notes = {}, {}, {}, {}, {}
+        os.makedirs(root / "wavs", exist_ok=True)
+        for i in range(n):
+            utt, lab = f"{split}_{i:03d}", "ACE"[i % 3]
+            x = 0.05 * rng.standard_normal(8000)
+            on, off = 0.1 + 0.1 * rng.random(), 0.3 + 0.1 * rng.random()
+            m = (t >= on) & (t < off)
+            x[m] += 0.5 * np.sin(2 * np.pi * FREQS[lab] * t[m])
+            path = root / "wavs" / f"{utt}.wav"
+            sf.write(path, x.astype(np.float32), 16000)
+            wav[utt], dom[utt], pc[utt], rnd[utt] = str(path), "music", lab, "ab"[int(rng.integers(2))]
+            notes[utt] = f"{on:.3f} {off:.3f} {MIDI[lab]}"
+        DataDir(wav, utt2domain=dom, utt2pitch_class=pc, utt2style=rnd, utt2notes=notes).write(root / split)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("probe_corpus")
+    _make_corpus(root)
+    return root
+
+
+def test_probe_command_end_to_end(corpus, tmp_path, capfd):
+    from usad2.bin import probe as probe_bin
+
+    out = tmp_path / "probe"
+    argv = ["--model", "fbank", "--model", "random_init=tiny", "--data_root", str(corpus), "--out_dir", str(out),
+            "--lrs", "1e-2", "--weight_decays", "0", "--max_epochs", "15",
+            "--tasks", "pitch_class,style,note_activity,word"]
+    assert probe_bin.main(argv) == 0
+    assert "task word skipped: none of utt2word" in capfd.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"fbank", "random_init"}
+    for entry in results.values():
+        assert set(entry) == {"pitch_class", "style", "note_activity", "_domain_mean", "_mean"}
+        assert set(entry["_domain_mean"]) == {"music"}
+        scores = [entry[t] for t in ("pitch_class", "style", "note_activity")]
+        assert entry["_mean"] == pytest.approx(np.mean(scores))
+    assert results["fbank"]["note_activity"] > 0.85        # frame level: a tone in noise, per frame
+    assert results["fbank"]["pitch_class"] > 0.6           # chance 1/3
+    details = json.loads((out / "details.json").read_text())
+    d = details["random_init"]["note_activity"]
+    assert d["level"] == "frame" and d["metric"] == "macro_f1" and d["num_classes"] == 2
+    assert d["layer_names"] == ["frontend", "L1", "L2", "L3", "L4"] and len(d["layer_weights"]) == 5
+    assert d["num_examples"]["test"] == 12 * 24         # 0.5 s at 50 Hz: 24 frames per clip
+    assert set(d["test"]) == {"accuracy", "macro_f1"} and d["hparams"]["lr"] == 0.01
+    assert details["fbank"]["pitch_class"]["num_examples"] == {"train": 24, "dev": 9, "test": 12}
+    # features are cached and stamped; a second run with the same arguments is skipped
+    assert (out / "features" / "fbank" / "train" / ".done").is_file()
+    probe_bin.main(argv)
+    assert "is up to date" in capfd.readouterr().err
+
+
+def test_student_export_and_heads_of_a_training_checkpoint(corpus, tmp_path):
+    from usad2.models.export import save_export
+    from usad2.models.heads import build_heads
+    from usad2.models.presets import get_preset
+    from usad2.models.wave_encoder import Usad2Model
+    from usad2.probe.features import extract_features, model_from_spec
+
+    torch.manual_seed(0)
+    model = Usad2Model(get_preset("tiny"))
+    save_export(model, tmp_path / "model.pt")
+    student = model_from_spec(f"student={tmp_path / 'model.pt'}")
+    assert student.num_layers == 5 and student.frame_rate == 50.0
+    heads = build_heads({("yamnet", 2): 256, ("yamnet", 6): 1024, ("basic_pitch", 1): 264}, 64)
+    ckpt = {"format": "usad2-train", "model": {f"encoder.{k}": v for k, v in model.encoder.state_dict().items()},
+            "heads": heads.state_dict(), "model_config": model.config.to_dict(),
+            "fbank_config": model.fbank_config.to_dict(),
+            "head_inputs": {"yamnet:L2": 2, "yamnet:L6": 4, "basic_pitch:L1": 4}}
+    torch.save(ckpt, tmp_path / "last.pt")
+    probed = model_from_spec(f"student_heads=heads:{tmp_path / 'last.pt'}")
+    assert probed.names() == ["basic_pitch:L1", "yamnet:L2", "yamnet:L6"]
+    assert probed.head_inputs == {"basic_pitch:L1": 4, "yamnet:L2": 2, "yamnet:L6": 4}
+    feats = extract_features(probed, corpus / "dev", tmp_path / "cache")
+    assert [x.shape for x in feats.pooled] == [(9, 264), (9, 256), (9, 1024)]
+    # the heads' outputs are the heads applied to the layers they read
+    enc = extract_features(model_from_spec(f"student={tmp_path / 'last.pt'}"), corpus / "dev", tmp_path / "cache")
+    assert np.allclose(enc.pooled[0], extract_features(student, corpus / "dev", tmp_path / "c2").pooled[0], atol=1e-5)
+    # without recorded inputs the sparse rule maps K heads of a teacher onto floor(k L / K)
+    del ckpt["head_inputs"]
+    torch.save(ckpt, tmp_path / "rule.pt")
+    assert model_from_spec(f"h=heads:{tmp_path / 'rule.pt'}").head_inputs == \
+        {"basic_pitch:L1": 4, "yamnet:L2": 2, "yamnet:L6": 4}
+
+
+def test_teacher_through_the_teacher_interface(corpus, tmp_path, monkeypatch):
+    pytest.importorskip("s3prl")
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    (cards / "s3prl_fbank.yaml").write_text(
+        "name: s3prl_fbank\nfamily: s3prl\ndomain: speech\nsample_rate: 16000\nframe_rate: 100\n"
+        "num_layers: 1\nwidth: 240\noptions: {upstream: fbank}\n")
+    monkeypatch.setenv("USAD2_TEACHER_CARDS", str(cards))
+    from usad2.probe.features import extract_features, model_from_spec
+
+    teacher = model_from_spec("s3prl_fbank")
+    assert teacher.num_layers == 1 and teacher.frame_rate == 100.0
+    feats = extract_features(teacher, corpus / "dev", tmp_path / "cache")
+    assert feats.pooled[0].shape == (9, 240)
+
+
+def test_bad_specs_are_config_errors(tmp_path):
+    from usad2.bin.probe import probe
+    from usad2.errors import CheckpointError
+    from usad2.probe.features import model_from_spec
+
+    with pytest.raises(ConfigError, match="name must be"):
+        model_from_spec("a b=x")
+    with pytest.raises(CheckpointError, match="no such file"):
+        model_from_spec(f"student={tmp_path / 'missing.pt'}")
+    with pytest.raises(ConfigError, match="duplicate model names"):
+        probe(["fbank", "fbank"], str(tmp_path), str(tmp_path / "o"))
+    with pytest.raises(ConfigError, match="not in suite"):
+        probe(["fbank"], str(tmp_path), str(tmp_path / "o"), tasks="nope")

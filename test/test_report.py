@@ -1,0 +1,113 @@
+"""The stage-9 report: RESULTS.md table, results.json copy, PNG plots, training-log reading."""
+import json
+import math
+
+import pytest
+
+from usad2.bin import report as report_bin
+from usad2.errors import ConfigError
+from usad2.report import tables
+from usad2.report.trainlog import read_train_log
+
+RESULTS = {
+    "student": {"word": 0.5, "pitch_class": 0.75, "_domain_mean": {"music": 0.75, "speech": 0.5}, "_mean": 0.625},
+    "yamnet": {"word": 0.25, "pitch_class": 0.5, "_domain_mean": {"music": 0.5, "speech": 0.25}, "_mean": 0.375},
+    "fbank": {"word": 0.125, "pitch_class": 0.875, "_domain_mean": {"music": 0.875, "speech": 0.125}, "_mean": 0.5},
+    "random_init": {"word": 0.1, "pitch_class": 0.2, "_domain_mean": {"music": 0.2, "speech": 0.1}, "_mean": 0.15},
+}
+
+
+def _detail(domain, weights, names):
+    return {"domain": domain, "metric": "accuracy", "chance": 0.25, "layer_weights": weights, "layer_names": names,
+            "score": 0.5, "test": {"accuracy": 0.5}, "hparams": {"lr": 0.01}}
+
+
+DETAILS = {
+    "student": {"word": _detail("speech", [0.1, 0.7, 0.2], ["frontend", "L1", "L2"]),
+                "pitch_class": _detail("music", [0.6, 0.2, 0.2], ["frontend", "L1", "L2"])},
+    "yamnet": {"word": _detail("speech", [0.5, 0.5], ["block4", "embedding"]),
+               "pitch_class": _detail("music", [0.9, 0.1], ["block4", "embedding"])},
+    "fbank": {"word": _detail("speech", [1.0], ["fbank"]), "pitch_class": _detail("music", [1.0], ["fbank"])},
+    "random_init": {"word": _detail("speech", [0.3, 0.3, 0.4], ["frontend", "L1", "L2"]),
+                    "pitch_class": _detail("music", [0.3, 0.3, 0.4], ["frontend", "L1", "L2"])},
+}
+
+
+@pytest.fixture
+def probe_dir(tmp_path):
+    d = tmp_path / "probe"
+    d.mkdir()
+    (d / "results.json").write_text(json.dumps(RESULTS))
+    (d / "details.json").write_text(json.dumps(DETAILS))
+    return d
+
+
+def _train_log(path):
+    with open(path, "w") as f:
+        for step in range(1, 21):
+            rec = {"step": step, "loss": 4.0 / step, "lr": 1e-3, "loss/yamnet:L2": 2.0 / step,
+                   "loss/yamnet:L4": 4.0 / step, "loss/basic_pitch:L1": 1.0 + 1.0 / step}
+            if step % 10 == 0:
+                rec["dev/loss"] = 5.0 / step
+            f.write(json.dumps(rec) + "\n")
+        f.write('{"step": 21, "lo')          # a line cut by a kill -9
+
+
+def test_model_order_puts_students_first_and_baselines_last():
+    assert tables.order_models(["fbank", "yamnet", "random_init", "student", "student_heads", "basic_pitch"]) == \
+        ["student", "student_heads", "yamnet", "basic_pitch", "fbank", "random_init"]
+
+
+def test_results_table_rows_and_bold_best():
+    text = tables.results_table(RESULTS, DETAILS)
+    lines = text.splitlines()
+    assert lines[0] == "| task | domain | metric | chance | student | yamnet | fbank | random_init |"
+    assert "| pitch_class | music | accuracy | 25.0 | 75.0 | 50.0 | **87.5** | 20.0 |" in lines
+    assert "| word | speech | accuracy | 25.0 | **50.0** | 25.0 | 12.5 | 10.0 |" in lines
+    assert "| **speech mean** | speech |  | - | **50.0** | 25.0 | 12.5 | 10.0 |" in lines
+    assert lines[-1] == "| **overall mean** |  |  | - | **62.5** | 37.5 | 50.0 | 15.0 |"
+
+
+def test_train_log_per_teacher_curves(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    _train_log(path)
+    curves = read_train_log(str(path))
+    assert curves["total"][0] == (1, 4.0) and len(curves["total"]) == 20
+    assert curves["teachers"]["yamnet"][1] == (2, pytest.approx(1.5))     # mean of 1.0 and 2.0
+    assert curves["teachers"]["basic_pitch"][-1] == (20, pytest.approx(1.05))
+    assert curves["dev"] == [(10, 0.5), (20, 0.25)]
+
+
+def test_report_writes_results_md_json_and_plots(probe_dir, tmp_path):
+    train = tmp_path / "exp"
+    train.mkdir()
+    _train_log(train / "metrics.jsonl")
+    out = tmp_path / "report"
+    assert report_bin.main(["--probe_dir", str(probe_dir), "--train_log", str(train), "--out_dir", str(out)]) == 0
+    md = (out / "RESULTS.md").read_text()
+    assert tables.results_table(RESULTS, DETAILS, tables.order_models(RESULTS)) in md
+    assert "| word | L1 (0.70) | block4 (0.50) | fbank (1.00) | L2 (0.40) |" in md
+    assert "| yamnet | 3.0000 (step 1) | 0.1500 (step 20) |" in md
+    assert json.loads((out / "results.json").read_text()) == RESULTS
+    plots = sorted(p.name for p in (out / "plots").iterdir())
+    assert plots == ["layer_weights_random_init.png", "layer_weights_student.png", "layer_weights_yamnet.png",
+                     "task_scores.png", "train_loss.png"]
+    for name in plots:
+        data = (out / "plots" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+        assert f"](plots/{name})" in md
+
+
+def test_report_without_training_log_and_missing_probe(probe_dir, tmp_path):
+    out = tmp_path / "r"
+    report_bin.make_report(str(probe_dir), str(out), train_log=str(tmp_path / "nothing"))
+    md = (out / "RESULTS.md").read_text()
+    assert "No per-step training log" in md and not (out / "plots" / "train_loss.png").exists()
+    with pytest.raises(ConfigError, match="results.json: not found"):
+        report_bin.make_report(str(tmp_path / "absent"), str(out))
+
+
+def test_nan_scores_show_as_dash():
+    res = {"student": {"word": math.nan, "_domain_mean": {"speech": math.nan}, "_mean": math.nan}}
+    det = {"student": {"word": _detail("speech", [1.0], ["L1"])}}
+    assert "| word | speech | accuracy | 25.0 | - |" in tables.results_table(res, det)

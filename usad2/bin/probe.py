@@ -1,0 +1,114 @@
+"""Stage 8: probe frozen models on a task suite -> <out_dir>/results.json and details.json.
+
+    python -m usad2.bin.probe --model student=exp/x/export/model.pt --model fbank \\
+        --model random_init=tiny --model yamnet --model student_heads=heads:exp/x/checkpoints/last.pt \\
+        --data_root dump/raw --suite demo --out_dir exp/x/probe
+
+Model specs (`usad2.probe.features.model_from_spec`): `fbank`; `NAME=EXPORT_OR_CHECKPOINT`;
+`NAME=heads:TRAINING_CHECKPOINT`; `random_init[=PRESET_OR_EXPORT]`; `CARD` or
+`NAME=teacher:CARD[@CHECKPOINT]`. Features are cached under <out_dir>/features; the stage is
+skipped when its .done stamp matches the arguments and inputs (--force redoes it).
+"""
+import logging
+import os
+
+import torch
+
+from usad2.errors import ConfigError
+from usad2.probe.features import model_from_spec
+from usad2.probe.heads import ProbeConfig
+from usad2.probe.run import run_probe
+from usad2.probe.tasks import get_suite
+from usad2.utils.cli import make_parser, run_main, str2bool
+from usad2.utils.log import log_invocation, setup_logging
+from usad2.utils.stamp import clear, fingerprint, is_done, mark_done
+
+logger = logging.getLogger("usad2.bin.probe")
+
+
+def get_parser():
+    parser = make_parser(__doc__.splitlines()[0])
+    parser.add_argument("--model", action="append", required=True,
+                        help="model spec, repeatable: fbank, NAME=EXPORT, NAME=heads:CKPT, random_init=PRESET, CARD")
+    parser.add_argument("--data_root", required=True, help="folder holding the train/dev/test data dirs")
+    parser.add_argument("--suite", default="demo", help="task suite")
+    parser.add_argument("--tasks", default="", help="comma-separated subset of the suite's tasks (empty: all)")
+    parser.add_argument("--train_set", default="train", help="training data dir name under data_root")
+    parser.add_argument("--dev_set", default="dev", help="selection data dir name")
+    parser.add_argument("--test_set", default="test", help="test data dir name")
+    parser.add_argument("--out_dir", "--out", required=True, help="output folder")
+    parser.add_argument("--layer", default="weighted", help="'weighted' (learned softmax weights) or a 0-based layer")
+    parser.add_argument("--hidden", type=int, default=0, help="0: linear head; N > 0: MLP with N hidden units")
+    parser.add_argument("--lrs", default="1e-3,1e-2", help="learning rates tried (comma-separated)")
+    parser.add_argument("--weight_decays", default="0,1e-3", help="weight decays tried (comma-separated)")
+    parser.add_argument("--max_epochs", type=int, default=40, help="epochs per probe (best epoch chosen on dev)")
+    parser.add_argument("--max_frames", type=int, default=20000, help="frames per split for frame-level tasks")
+    parser.add_argument("--seed", type=int, default=0, help="seed of probes, frame subsets and random_init")
+    parser.add_argument("--device", default="cpu", help="device for feature extraction")
+    parser.add_argument("--num_threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--force", type=str2bool, default=False, help="redo even when the stamp matches")
+    parser.add_argument("--log_level", default="INFO")
+    return parser
+
+
+def _floats(text, what):
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"--{what}: expected comma-separated numbers, got {text!r}") from None
+
+
+def probe(model_specs, data_root, out_dir, suite="demo", tasks="", train_set="train", dev_set="dev",
+          test_set="test", layer="weighted", hidden=0, lrs=(1e-3, 1e-2), weight_decays=(0.0, 1e-3),
+          max_epochs=40, max_frames=20000, seed=0, device="cpu", force=False):
+    """Probe the models of `model_specs` on the suite; returns the results dict (results.json)."""
+    suite_tasks = get_suite(suite, train_set, dev_set, test_set)
+    if tasks:
+        wanted = [t.strip() for t in tasks.split(",") if t.strip()]
+        unknown = sorted(set(wanted) - {t.name for t in suite_tasks})
+        if unknown:
+            raise ConfigError(f"--tasks: {unknown} not in suite {suite!r} ({[t.name for t in suite_tasks]})")
+        suite_tasks = [t for t in suite_tasks if t.name in wanted]
+    if layer != "weighted" and not str(layer).isdigit():
+        raise ConfigError(f"--layer: 'weighted' or a layer index, got {layer!r}")
+    names = [s.partition("=")[0] for s in model_specs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--model: duplicate model names in {names}")
+    config = ProbeConfig(layer=layer if layer == "weighted" else int(layer), hidden=hidden, lrs=tuple(lrs),
+                         weight_decays=tuple(weight_decays), max_epochs=max_epochs, seed=seed)
+    args = {"models": list(model_specs), "suite": [t.__dict__ for t in suite_tasks], "config": config.__dict__,
+            "max_frames": max_frames}
+    inputs = [os.path.join(data_root, s) for s in (train_set, dev_set, test_set)]
+    inputs += [p for s in model_specs for p in [s.partition("=")[2].split(":", 1)[-1]] if os.path.isfile(p)]
+    fp = fingerprint(args, inputs)
+    results_path = os.path.join(out_dir, "results.json")
+    if force:
+        clear(out_dir)
+    elif is_done(out_dir, fp) and os.path.isfile(results_path):
+        logger.info("probe: %s is up to date (stamp matches); --force true redoes it", out_dir)
+        import json
+        with open(results_path, encoding="utf-8") as f:
+            return json.load(f)
+    models = [model_from_spec(s, seed=seed, device=device) for s in model_specs]
+    results, _ = run_probe(models, data_root, suite_tasks, out_dir, config, max_frames, force)
+    mark_done(out_dir, fp, {"models": names})
+    for name, entry in results.items():
+        logger.info("%s: mean %.4f, domains %s", name, entry["_mean"],
+                    {d: round(v, 4) for d, v in entry["_domain_mean"].items()})
+    return results
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    log_invocation(logger)
+    torch.set_num_threads(args.num_threads)
+    probe(args.model, args.data_root, args.out_dir, args.suite, args.tasks, args.train_set, args.dev_set,
+          args.test_set, args.layer, args.hidden, _floats(args.lrs, "lrs"),
+          _floats(args.weight_decays, "weight_decays"), args.max_epochs, args.max_frames, args.seed,
+          args.device, args.force)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

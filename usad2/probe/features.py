@@ -1,0 +1,389 @@
+"""Frozen features for probing: every probed model as a list of layers, cached per data dir.
+
+A probed model turns a 16 kHz batch into layers of (B, T, D) frames at its own frame rate:
+- `StudentProbe`: a Usad2Model (an export, or a random initialisation of a preset); layers =
+  the frontend output and blocks 1..L (`hidden_states`), so L + 1 layers.
+- `FbankProbe`: the raw 128-bin fbank the student reads (one layer, 100 Hz): the baseline.
+- `TeacherProbe`: any teacher through `Teacher.extract`, layers 1..num_layers.
+- `HeadsProbe`: the student's own prediction heads of a training checkpoint; each head's
+  output (its prediction of a teacher layer, at the student rate) is one layer. Comparing it
+  with the student's layers and the teacher's shows whether the encoder or the loss drops
+  what a teacher knows.
+
+`model_from_spec` builds one from a command-line spec (see its docstring).
+
+Cache: `<cache_root>/<model name>/<data dir name>/` holds `pooled.npz` (per layer the mean over
+valid frames of every utterance, float32) and `frames.npz` (per layer the frames of the
+utterances a frame-level task needs, float16, concatenated with offsets), plus a `.done` stamp
+whose fingerprint covers the model's identity, the data dir's index files and the frame list,
+so reruns reuse the features and any change recomputes them.
+"""
+import dataclasses
+import logging
+import os
+import re
+
+import numpy as np
+import torch
+
+from usad2.audio.frontend import FbankConfig, compute_fbank
+from usad2.audio.io import load_audio
+from usad2.data.datadir import load_data_dir
+from usad2.errors import CheckpointError, ConfigError
+from usad2.utils.atomic import atomic_dir
+from usad2.utils.stamp import file_digest, fingerprint, is_done, mark_done
+
+logger = logging.getLogger(__name__)
+SAMPLE_RATE = 16000
+CACHE_VERSION = 1
+
+
+class ProbedModel:
+    """A frozen model seen as layers. Subclasses set the attributes and implement `_extract`."""
+
+    name = "model"
+    num_layers = 1
+    frame_rate = 100.0
+    frame_offset = 0.0
+    layer_names = None
+
+    def identity(self):
+        """JSON-able description that changes whenever the features would change."""
+        raise NotImplementedError
+
+    def extract(self, wavs, lengths):
+        """(B, N) waves, (B,) lengths -> (list of num_layers (B, T, D) float tensors, (B,) frames)."""
+        with torch.inference_mode():
+            layers, frame_lengths = self._extract(wavs, torch.as_tensor(lengths, dtype=torch.long))
+        return [x.float() for x in layers], torch.as_tensor(frame_lengths, dtype=torch.long)
+
+    def names(self):
+        return list(self.layer_names or [f"L{i + 1}" for i in range(self.num_layers)])
+
+
+def _student_offset(model):
+    """Centre (s) of the student's frame 0: fbank window centre, shifted by the time stride."""
+    cfg = model.fbank_config
+    stride = model.config.time_stride
+    return (cfg.window_samples / 2 + (stride - 1) * cfg.shift_samples / 2) / cfg.sample_rate
+
+
+class StudentProbe(ProbedModel):
+    """The student encoder's frontend output and block outputs."""
+
+    def __init__(self, name, model, identity):
+        self.name, self.model, self._identity = name, model.eval(), identity
+        self.num_layers = model.config.num_layers + 1
+        self.layer_names = ["frontend"] + [f"L{i}" for i in range(1, model.config.num_layers + 1)]
+        self.frame_rate = float(model.frame_rate)
+        self.frame_offset = _student_offset(model)
+
+    def identity(self):
+        return self._identity
+
+    def _extract(self, wavs, lengths):
+        out = self.model(wavs, lengths)
+        return list(out.hidden_states), out.lengths
+
+
+class FbankProbe(ProbedModel):
+    """The student's input features, one layer: what the probes reach with no encoder at all."""
+
+    def __init__(self, name="fbank", config=FbankConfig()):
+        self.name, self.config = name, config
+        self.layer_names = ["fbank"]
+        self.frame_rate = 1000.0 / config.frame_shift_ms
+        self.frame_offset = config.window_samples / 2 / config.sample_rate
+
+    def identity(self):
+        return {"kind": "fbank", "config": self.config.to_dict()}
+
+    def _extract(self, wavs, lengths):
+        feats, feat_lengths = compute_fbank(wavs, lengths, self.config)
+        return [feats], feat_lengths
+
+
+class TeacherProbe(ProbedModel):
+    """Layers 1..num_layers of a teacher (`usad2.teachers.build_teacher`)."""
+
+    def __init__(self, name, teacher):
+        self.name, self.teacher = name, teacher
+        self.num_layers = teacher.num_layers
+        self.layer_names = teacher.card.layer_names
+        self.frame_rate = float(teacher.frame_rate)
+        self.frame_offset = float(teacher.frame_offset)
+
+    def identity(self):
+        return {"kind": "teacher", "card": self.teacher.card.to_dict()}
+
+    def _extract(self, wavs, lengths):
+        return self.teacher.extract(wavs, lengths, list(range(1, self.num_layers + 1)))
+
+
+class HeadsProbe(StudentProbe):
+    """Outputs of the student's prediction heads (one layer per head), from the layers they read."""
+
+    def __init__(self, name, model, heads, head_inputs, identity):
+        super().__init__(name, model, identity)
+        self.heads, self.head_inputs = heads.eval(), head_inputs
+        self.layer_names = list(head_inputs)
+        self.num_layers = len(head_inputs)
+
+    def _extract(self, wavs, lengths):
+        out = self.model(wavs, lengths)
+        layers = [self.heads[key](out.hidden_states[layer]) for key, layer in self.head_inputs.items()]
+        return layers, out.lengths
+
+
+# ---- building probed models from command-line specs ------------------------------------------
+def _strip_wrappers(key):
+    for prefix in ("module.", "_orig_mod."):
+        while key.startswith(prefix):
+            key = key[len(prefix):]
+    return key
+
+
+_HEAD_PARAM = re.compile(r"(?:heads\.)?(?P<key>[^.]+:L\d+)\.(?P<rest>\d+\.(?:weight|bias))")
+
+
+def heads_from_checkpoint(ckpt, num_student_layers, where):
+    """(ModuleDict of PredictionHeads, {head key: student hidden-state index}) of a training checkpoint.
+
+    Heads are read from `ckpt["heads"]` (a state dict) or from `heads.<key>.*` entries of
+    `ckpt["model"]`. The student layer each head reads is `ckpt["head_inputs"][key]` when the
+    checkpoint records it (the trainer's `head_inputs`: hidden-state index per head), else the sparse rule of SPEC.md §3 applied per teacher to its heads in
+    layer order (k-th of K heads reads student layer floor(k * L_S / K)).
+    """
+    from torch import nn
+
+    from usad2.distill.mapping import student_layers
+    from usad2.models.heads import PredictionHead, parse_head_key
+
+    source = ckpt.get("heads")
+    if source is None:
+        source = {k[len("heads."):]: v for k, v in ((_strip_wrappers(k), v) for k, v in ckpt["model"].items())
+                  if k.startswith("heads.")}
+    params = {}
+    for key, value in source.items():
+        m = _HEAD_PARAM.fullmatch(_strip_wrappers(key))
+        if m:
+            params.setdefault(m["key"], {})[m["rest"]] = value
+    if not params:
+        raise CheckpointError(f"{where}: no prediction heads found (expected 'heads' or 'heads.<teacher>:L<k>.*' "
+                              f"weights); probe heads only from a training checkpoint")
+    heads = nn.ModuleDict()
+    for key in sorted(params, key=lambda k: (parse_head_key(k)[0], parse_head_key(k)[1])):
+        p = params[key]
+        try:
+            hidden, in_dim = p["0.weight"].shape
+            head = PredictionHead(in_dim, p["2.weight"].shape[0], hidden)
+            head.load_state_dict(p)
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{where}: head {key}: not a Linear-ReLU-Linear head ({e})") from None
+        heads[key] = head
+    recorded = ckpt.get("head_inputs") or {}
+    inputs = {}
+    by_teacher = {}
+    for key in heads:
+        by_teacher.setdefault(parse_head_key(key)[0], []).append(key)
+    for keys in by_teacher.values():
+        rule = student_layers(num_student_layers, len(keys))
+        for key, layer in zip(keys, rule):
+            inputs[key] = int(recorded.get(key, layer))
+    return heads, {k: inputs[k] for k in heads}
+
+
+def model_from_spec(spec, seed=0, cache=None, device="cpu"):
+    """A ProbedModel from a `--model` spec.
+
+    - `fbank`: the fbank baseline.
+    - `NAME=PATH`: the student in an export (or a training checkpoint's encoder) at PATH.
+    - `NAME=heads:PATH`: the prediction heads of the training checkpoint PATH.
+    - `random_init` or `random_init=PRESET_OR_EXPORT`: a student initialised with `seed`, of a
+      preset (default tiny) or of the same config as an export file.
+    - `CARD` or `NAME=teacher:CARD[@CHECKPOINT]`: a teacher card (layers 1..num_layers).
+    """
+    name, _, value = spec.partition("=")
+    name = name.strip()
+    if not name or not re.fullmatch(r"[A-Za-z0-9_.+-]+", name):
+        raise ConfigError(f"--model {spec!r}: the name must be letters, digits, _ . + -")
+    if name == "fbank" and not value:
+        return FbankProbe()
+    if name == "random_init" or value.startswith("random:"):
+        return _random_student(name, value.removeprefix("random:") or "tiny", seed)
+    if value.startswith("heads:"):
+        return _heads_probe(name, value[len("heads:"):])
+    if value.startswith("teacher:") or not value:
+        card, _, ckpt = (value[len("teacher:"):] if value else name).partition("@")
+        return _teacher_probe(name, card, ckpt or None, cache, device)
+    return _student_file(name, value)
+
+
+def _read_ckpt(path):
+    from usad2.models.export import read_torch_file
+
+    return read_torch_file(path)
+
+
+def _student_file(name, path):
+    from usad2.models.export import FORMAT as EXPORT_FORMAT
+    from usad2.models.export import check_export_dict, load_export, model_from_checkpoint
+
+    obj = _read_ckpt(path)
+    if isinstance(obj, dict) and obj.get("format") == EXPORT_FORMAT:
+        check_export_dict(obj, path)
+        model = load_export(path)
+    else:
+        model = model_from_checkpoint(obj, path)
+    return StudentProbe(name, model, {"kind": "student", "sha256": file_digest(path)})
+
+
+def _random_student(name, what, seed):
+    from usad2.models.presets import PRESETS, get_preset
+    from usad2.models.wave_encoder import Usad2Model
+
+    if what in PRESETS:
+        config, fbank = get_preset(what), None
+    else:
+        obj = _read_ckpt(what)
+        if not isinstance(obj, dict) or "model_config" not in obj:
+            raise CheckpointError(f"{what}: random_init needs a preset name ({', '.join(PRESETS)}) "
+                                  f"or a file with a model_config")
+        config, fbank = obj["model_config"], obj.get("fbank_config")
+    torch.manual_seed(seed)
+    model = Usad2Model(config, fbank)
+    return StudentProbe(name, model, {"kind": "random_init", "config": model.config.to_dict(), "seed": seed})
+
+
+def _heads_probe(name, path):
+    from usad2.models.export import model_from_checkpoint
+
+    ckpt = _read_ckpt(path)
+    model = model_from_checkpoint(ckpt, path)
+    heads, inputs = heads_from_checkpoint(ckpt, model.config.num_layers, path)
+    return HeadsProbe(name, model, heads, inputs, {"kind": "heads", "sha256": file_digest(path)})
+
+
+def _teacher_probe(name, card, checkpoint, cache, device):
+    from usad2.teachers.registry import build_teacher
+
+    teacher = build_teacher(card, cache=cache, device=device, checkpoint=checkpoint)
+    return TeacherProbe(name, teacher)
+
+
+# ---- the feature cache -----------------------------------------------------------------------
+@dataclasses.dataclass
+class FeatureSet:
+    """Features of one data dir: pooled[l] (N, D_l) and frames[utt] = [(T, D_l) per layer]."""
+
+    utt_ids: list
+    pooled: list
+    frames: dict
+    layer_names: list
+    frame_rate: float
+    frame_offset: float
+
+    def rows(self, utts):
+        """Row indices of `utts` in the pooled arrays."""
+        index = {u: i for i, u in enumerate(self.utt_ids)}
+        return np.array([index[u] for u in utts], dtype=np.int64)
+
+
+def _batches(data, utts, batch_seconds, max_batch):
+    """Utterances in duration order (utt2dur when present), grouped to bound padded audio."""
+    durs = data.table("utt2dur") or {}
+    order = sorted(utts, key=lambda u: (durs.get(u, 0.0), u))
+    batch, longest = [], 0.0
+    for utt in order:
+        dur = durs.get(utt, batch_seconds)
+        if batch and (len(batch) >= max_batch or max(longest, dur) * (len(batch) + 1) > batch_seconds):
+            yield batch
+            batch, longest = [], 0.0
+        batch.append(utt)
+        longest = max(longest, dur)
+    if batch:
+        yield batch
+
+
+def _load_batch(data, utts):
+    waves = []
+    for utt in utts:
+        src = data.source(utt)
+        waves.append(load_audio(src.path, SAMPLE_RATE, name=utt, allow_pipes=data.allow_pipes,
+                                start=src.start if src.start else None, end=src.end))
+    lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
+    padded = torch.zeros(len(waves), int(lengths.max()))
+    for i, w in enumerate(waves):
+        padded[i, : len(w)] = w
+    return padded, lengths
+
+
+def _compute(model, data, frame_utts, batch_seconds, max_batch):
+    """Run the model over a data dir: pooled means for all, frames for `frame_utts`."""
+    utts = data.utt_ids
+    want_frames = set(frame_utts)
+    pooled = {u: None for u in utts}
+    frames = {}
+    done = 0
+    for batch in _batches(data, utts, batch_seconds, max_batch):
+        wavs, lengths = _load_batch(data, batch)
+        layers, frame_lengths = model.extract(wavs, lengths)
+        for i, utt in enumerate(batch):
+            n = int(frame_lengths[i])
+            if n == 0:
+                logger.warning("%s: utterance %s gives no frames; its features are zeros", model.name, utt)
+            per_layer = [x[i, :n].cpu().numpy() for x in layers]
+            pooled[utt] = [f.mean(axis=0) if n else np.zeros(f.shape[-1], np.float32) for f in per_layer]
+            if utt in want_frames:
+                frames[utt] = [f.astype(np.float16) for f in per_layer]
+        done += len(batch)
+        logger.debug("%s: %d/%d utterances", model.name, done, len(utts))
+    pooled_arrays = [np.stack([pooled[u][l] for u in utts]).astype(np.float32)
+                     for l in range(len(layers))]
+    return utts, pooled_arrays, frames
+
+
+def _save(path, utts, pooled, frames):
+    with atomic_dir(path) as tmp:
+        np.savez(os.path.join(tmp, "pooled.npz"), utt_ids=np.array(utts),
+                 **{f"layer{l}": x for l, x in enumerate(pooled)})
+        futts = sorted(frames)
+        counts = np.array([frames[u][0].shape[0] for u in futts], dtype=np.int64)
+        arrays = {}
+        for l in range(len(pooled)):
+            parts = [frames[u][l] for u in futts]
+            arrays[f"layer{l}"] = (np.concatenate(parts) if parts
+                                   else np.zeros((0, pooled[l].shape[1]), np.float16))
+        np.savez(os.path.join(tmp, "frames.npz"), utt_ids=np.array(futts, dtype=str), counts=counts, **arrays)
+
+
+def _load(path, num_layers):
+    with np.load(os.path.join(path, "pooled.npz"), allow_pickle=False) as z:
+        utts = [str(u) for u in z["utt_ids"]]
+        pooled = [z[f"layer{l}"] for l in range(num_layers)]
+    with np.load(os.path.join(path, "frames.npz"), allow_pickle=False) as z:
+        futts = [str(u) for u in z["utt_ids"]]
+        bounds = np.concatenate([[0], np.cumsum(z["counts"])])
+        layers = [z[f"layer{l}"] for l in range(num_layers)]
+    frames = {u: [x[bounds[i]:bounds[i + 1]] for x in layers] for i, u in enumerate(futts)}
+    return utts, pooled, frames
+
+
+def extract_features(model, data_dir, cache_root, frame_utts=(), batch_seconds=60.0, max_batch=16,
+                     force=False):
+    """The FeatureSet of `model` on `data_dir`, computed once and then read from the cache."""
+    data_dir = os.fspath(data_dir)
+    path = os.path.join(cache_root, model.name, os.path.basename(os.path.normpath(data_dir)))
+    fp = fingerprint({"version": CACHE_VERSION, "model": model.identity(), "frames": sorted(frame_utts),
+                      "data_dir": os.path.abspath(data_dir)}, inputs=[data_dir])
+    if force or not is_done(path, fp):
+        data = load_data_dir(data_dir)
+        logger.info("features: %s on %s (%d utterances, frames of %d) -> %s", model.name, data_dir,
+                    len(data), len(frame_utts), path)
+        utts, pooled, frames = _compute(model, data, frame_utts, batch_seconds, max_batch)
+        _save(path, utts, pooled, frames)
+        mark_done(path, fp, {"model": model.name, "data_dir": data_dir})
+    else:
+        logger.info("features: %s on %s: cached in %s", model.name, data_dir, path)
+    utts, pooled, frames = _load(path, model.num_layers)
+    return FeatureSet(utts, pooled, frames, model.names(), model.frame_rate, model.frame_offset)
