@@ -226,6 +226,15 @@ def test_student_export_and_heads_of_a_training_checkpoint(corpus, tmp_path):
     torch.save(ckpt, tmp_path / "rule.pt")
     assert model_from_spec(f"h=heads:{tmp_path / 'rule.pt'}").head_inputs == \
         {"basic_pitch:L1": 4, "yamnet:L2": 2, "yamnet:L6": 4}
+    # teachers_of= expands to the teachers a checkpoint records, without repeating named ones
+    from usad2.bin.probe import expand_specs
+
+    ckpt["teachers"] = [{"name": "yamnet"}, {"name": "basic_pitch"}]
+    torch.save(ckpt, tmp_path / "t.pt")
+    assert expand_specs(["fbank", "yamnet", f"teachers_of={tmp_path / 't.pt'}", f"teachers_of={tmp_path / 't.pt'}"]) \
+        == ["fbank", "yamnet", "basic_pitch"]
+    with pytest.raises(ConfigError, match="records no teachers"):
+        expand_specs([f"teachers_of={tmp_path / 'model.pt'}"])
 
 
 def test_teacher_through_the_teacher_interface(corpus, tmp_path, monkeypatch):

@@ -237,8 +237,25 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
     if ! has_verb probe; then
         not_implemented 8 "probe"
     elif ! upstream_missing 8 probe "${expdir}/${tag}/export/model.pt" distill; then
-        "${python}" -m usad2.bin.probe --model "${expdir}/${tag}/export/model.pt" \
-            --data_root "${dumpdir}/raw" --out_dir "${expdir}/${tag}/probe" \
+        # student export, its prediction heads (training checkpoint), each teacher, and the baselines
+        probe_dir="${expdir}/${tag}"
+        [ "${run_plus}" = false ] || probe_dir="${plus_dir}"
+        _models=(--model "student=${expdir}/${tag}/export/model.pt")
+        all_teachers="${teachers}"
+        [ "${run_plus}" = false ] || all_teachers="${teachers:+${teachers},}${plus_teachers}"
+        IFS=, read -ra _tlist <<< "${all_teachers}"
+        for teacher in "${_tlist[@]+"${_tlist[@]}"}"; do
+            _models+=(--model "${teacher}")
+        done
+        _heads_ckpt="${probe_dir}/checkpoints/${export_checkpoint}"
+        [ ! -f "${_heads_ckpt}" ] || _models+=(--model "student_heads=heads:${_heads_ckpt}")
+        for _ckpt in "${expdir}/${tag}/checkpoints/${export_checkpoint}" "${_heads_ckpt}"; do
+            [ ! -f "${_ckpt}" ] || _models+=(--model "teachers_of=${_ckpt}")  # teachers it learnt from
+        done
+        _models+=(--model fbank --model "random_init=${student}")
+        "${python}" -m usad2.bin.probe "${_models[@]}" --data_root "${dumpdir}/raw" \
+            --train_set "${train_set}" --dev_set "${dev_set}" --test_set "${_tests[0]}" \
+            --out_dir "${expdir}/${tag}/probe" --force "${force}" \
             "${probe_extra[@]+"${probe_extra[@]}"}"
     fi
 fi
@@ -248,8 +265,10 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
     if ! has_verb report; then
         not_implemented 9 "report"
     elif ! upstream_missing 9 report "${expdir}/${tag}/probe" probe; then
+        report_log="${expdir}/${tag}"
+        [ "${run_plus}" = false ] || report_log="${plus_dir}"
         "${python}" -m usad2.bin.report --probe_dir "${expdir}/${tag}/probe" \
-            --out_dir "${expdir}/${tag}/report"
+            --train_log "${report_log}" --out_dir "${expdir}/${tag}/report"
     fi
 fi
 

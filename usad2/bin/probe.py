@@ -6,7 +6,8 @@
 
 Model specs (`usad2.probe.features.model_from_spec`): `fbank`; `NAME=EXPORT_OR_CHECKPOINT`;
 `NAME=heads:TRAINING_CHECKPOINT`; `random_init[=PRESET_OR_EXPORT]`; `CARD` or
-`NAME=teacher:CARD[@CHECKPOINT]`. Features are cached under <out_dir>/features; the stage is
+`NAME=teacher:CARD[@CHECKPOINT]`; `teachers_of=TRAINING_CHECKPOINT` expands to every teacher card
+that checkpoint was distilled from (those already named are not repeated). Features are cached under <out_dir>/features; the stage is
 skipped when its .done stamp matches the arguments and inputs (--force redoes it).
 """
 import logging
@@ -29,7 +30,8 @@ logger = logging.getLogger("usad2.bin.probe")
 def get_parser():
     parser = make_parser(__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", required=True,
-                        help="model spec, repeatable: fbank, NAME=EXPORT, NAME=heads:CKPT, random_init=PRESET, CARD")
+                        help="model spec, repeatable: fbank, NAME=EXPORT, NAME=heads:CKPT, random_init=PRESET, CARD, "
+                        "teachers_of=CKPT")
     parser.add_argument("--data_root", required=True, help="folder holding the train/dev/test data dirs")
     parser.add_argument("--suite", default="demo", help="task suite")
     parser.add_argument("--tasks", default="", help="comma-separated subset of the suite's tasks (empty: all)")
@@ -58,6 +60,28 @@ def _floats(text, what):
         raise ConfigError(f"--{what}: expected comma-separated numbers, got {text!r}") from None
 
 
+def expand_specs(model_specs):
+    """Replace each `teachers_of=CKPT` by the teacher card names recorded in that checkpoint."""
+    from usad2.models.export import read_torch_file
+
+    named = {s.partition("=")[0] for s in model_specs}
+    out = []
+    for spec in model_specs:
+        name, _, path = spec.partition("=")
+        if name != "teachers_of":
+            out.append(spec)
+            continue
+        ckpt = read_torch_file(path)
+        teachers = ckpt.get("teachers") if isinstance(ckpt, dict) else None
+        if not teachers:
+            raise ConfigError(f"--model {spec}: {path} records no teachers (not a training checkpoint?)")
+        for teacher in teachers:
+            if teacher["name"] not in named:
+                named.add(teacher["name"])
+                out.append(teacher["name"])
+    return out
+
+
 def probe(model_specs, data_root, out_dir, suite="demo", tasks="", train_set="train", dev_set="dev",
           test_set="test", layer="weighted", hidden=0, lrs=(1e-3, 1e-2), weight_decays=(0.0, 1e-3),
           max_epochs=40, max_frames=20000, seed=0, device="cpu", force=False):
@@ -71,6 +95,7 @@ def probe(model_specs, data_root, out_dir, suite="demo", tasks="", train_set="tr
         suite_tasks = [t for t in suite_tasks if t.name in wanted]
     if layer != "weighted" and not str(layer).isdigit():
         raise ConfigError(f"--layer: 'weighted' or a layer index, got {layer!r}")
+    model_specs = expand_specs(model_specs)
     names = [s.partition("=")[0] for s in model_specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"--model: duplicate model names in {names}")
