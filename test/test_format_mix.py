@@ -81,6 +81,9 @@ def test_format_stamp_skip_force_and_option_change(raw_dir, tmp_path):
     assert format_data(raw_dir, out)["skipped"] is False
     assert format_data(raw_dir, out)["skipped"] is True
     assert format_data(raw_dir, out, force=True)["skipped"] is False
+    (raw_dir / "utt2lang").write_text("spk1-a en\n")  # changed input: redone, label carried
+    assert format_data(raw_dir, out)["skipped"] is False
+    assert load_data_dir(out).table("utt2lang") == {"spk1-a": ("en",)}
     changed = FormatConfig(segment_seconds=0, max_seconds=60, sample_format="float")
     summary = format_data(raw_dir, out, changed)
     assert summary["skipped"] is False
@@ -155,7 +158,10 @@ def test_format_cli(raw_dir, tmp_path):
 
 
 def test_loudest_frame_and_split_points():
-    assert loudest_frame_dbfs(np.ones(1600)) == pytest.approx(0.0)
+    square = np.where(np.arange(1600) % 16 < 8, 1.0, -1.0)
+    assert loudest_frame_dbfs(square) == pytest.approx(0.0)
+    assert loudest_frame_dbfs(np.full(1600, 0.3)) < -300  # DC offset only: silent
+    assert loudest_frame_dbfs(0.3 + square * 0.01) == pytest.approx(-40.0)
     assert loudest_frame_dbfs(_tone(1.0, 16000, amp=1.0, freq=1000)) == pytest.approx(
         -3.0103, abs=0.01)
     quiet_then_loud = np.concatenate([np.zeros(16000), _tone(0.05, 16000, amp=0.1)])

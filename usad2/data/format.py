@@ -13,8 +13,8 @@ Rules (documented choices; SPEC.md section 3 "Data"):
   (utt2spk, utt2domain, utt2weight, utt2<label>) is copied to the pieces. A transcript (`text`)
   cannot be split, so when any utterance was cut the text file is left out, with a warning.
 - Filtering, per output piece: shorter than `min_seconds`, longer than `max_seconds`, or silent
-  (its loudest 50 ms frame is below `silence_dbfs` dBFS RMS: a short loud event keeps a clip;
-  a full-scale square wave is 0 dBFS) is dropped. So are unreadable files when `drop_unreadable`
+  (its loudest 50 ms frame is below `silence_dbfs` dBFS RMS, frame mean removed: a short loud
+  event keeps a clip, a DC offset does not; a full-scale square wave is 0 dBFS) is dropped. So are unreadable files when `drop_unreadable`
   (otherwise they stop the stage with the loader's error). Each dropped id and its reason go to
   the `dropped` file of the output dir, and the log prints counts per reason.
 - File names: `audio/<2 hex digits of the id's sha1>/<id, %-quoted>.wav` (256 sub-folders keep
@@ -99,12 +99,17 @@ def piece_id(utt, start_sample):
 
 
 def loudest_frame_dbfs(wave, frame=int(SILENCE_FRAME_SECONDS * SAMPLE_RATE)):
-    """RMS level in dBFS of the loudest `frame`-sample frame of `wave` (-inf for digital zero)."""
+    """RMS level in dBFS of the loudest `frame`-sample frame of `wave` (-inf for digital zero).
+
+    Each frame's mean is removed first: a DC offset is not sound and must not make a silent
+    recording look loud.
+    """
     x = np.asarray(wave, dtype=np.float64)
     usable = max(frame, len(x) - len(x) % frame)
     padded = np.zeros(usable)
     padded[:min(len(x), usable)] = x[:usable]
-    rms = np.sqrt(np.mean(padded.reshape(-1, frame) ** 2, axis=1)).max()
+    frames = padded.reshape(-1, frame)
+    rms = np.sqrt(np.mean((frames - frames.mean(axis=1, keepdims=True)) ** 2, axis=1)).max()
     return 20 * math.log10(rms) if rms > 0 else -math.inf
 
 
