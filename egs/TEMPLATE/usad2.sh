@@ -143,7 +143,7 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
     log "Stage 2: format: 16 kHz mono, segment, filter, validate -> ${dumpdir}/raw/"
     if ! has_verb format_data; then
         not_implemented 2 "format"
-    elif ! upstream_missing 2 format "${datadir}/${train_set}" prepare_data; then
+    elif ! upstream_missing 2 format "${datadir}/${train_set}" prepare_demo; then
         for dset in "${all_sets[@]}"; do
             "${python}" -m usad2.bin.format_data --in "${datadir}/${dset}" \
                 --out "${dumpdir}/raw/${dset}" --min_seconds "${min_duration}" \
