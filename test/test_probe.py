@@ -45,8 +45,12 @@ def test_average_precision_by_hand():
     assert np.isnan(metrics.average_precision([0, 0], [0.1, 0.2]))
 
 
-def test_chance_accuracy_is_majority_class():
+def test_chance_scores():
     assert metrics.chance_accuracy([1, 1, 2], [1, 2, 2, 1]) == 0.5
+    assert metrics.chance_score([1, 1, 2], [1, 2, 2, 1], "accuracy") == 0.5
+    # always 1: F1 of class 1 = 2*2/(2*2+2+0) = 2/3, class 2 = 0 -> 1/3
+    assert metrics.chance_score([1, 1, 2], [1, 2, 2, 1], "macro_f1") == pytest.approx(1 / 3)
+    assert metrics.chance_score(None, [[1, 0, 0], [1, 1, 0]], "map") == pytest.approx((1.0 + 0.5) / 2)
 
 
 # ---- probes on synthetic features ------------------------------------------------------------------
@@ -121,7 +125,7 @@ def test_frame_labels_from_note_table_and_inline_triples(tmp_path):
         bad = tmp_path / "clip2.tsv"
         bad.write_text("start end\n")
         read_notes((str(bad),), "clip2", "utt2notes")
-    with pytest.raises(DataDirError, match=r"utt2notes: utterance u: .*start < end"):
+    with pytest.raises(DataDirError, match=r"utt2notes: utterance u: .*start <= end"):
         read_notes(("0.3", "0.2", "64"), "u", "utt2notes")
 
 

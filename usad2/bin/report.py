@@ -84,7 +84,8 @@ def make_report(probe_dir, out_dir, train_log="", title=""):
     weight_plots = _weights_plots(details, models, plot_dir)
     loss_lines, _ = _loss_section(train_log, plot_dir)
     text = [f"# {title or 'Probe results: ' + probe_dir}", "",
-            "Test scores in percent (metric per task; chance = majority training class on test). Probes: "
+            "Test scores in percent (metric per task; chance = that metric for always predicting the majority "
+            "training class, or the mean positive rate for mAP). Probes: "
             "frozen features, learned softmax layer weights or one chosen layer, linear or MLP head, "
             "hyper-parameters chosen on dev. Best score per row in bold. `_mean` = mean of the domain means.", "",
             tables.results_table(results, details, models), "![task scores](plots/task_scores.png)", "",

@@ -70,4 +70,24 @@ def chance_accuracy(y_train, y_test):
     return accuracy(y_test, np.full(len(y_test), values[np.argmax(counts)]))
 
 
+def chance_score(y_train, y_test, metric):
+    """The task metric of a probe that ignores its input, as a floor to read scores against.
+
+    accuracy / macro_f1: always predict the most frequent training class (so macro-F1's floor
+    is that class's F1 over the number of classes that occur); map ((N, C) multi-hot): the
+    expected AP of a random ranking, i.e. the mean over classes of the test positive rate.
+    """
+    if metric == "map":
+        y_test = np.asarray(y_test)
+        rates = y_test.mean(axis=0)
+        rates = rates[rates > 0]
+        return float(rates.mean()) if rates.size else float("nan")
+    y_train = np.asarray(y_train)
+    if y_train.size == 0:
+        return float("nan")
+    values, counts = np.unique(y_train, return_counts=True)
+    majority = np.full(len(y_test), values[np.argmax(counts)])
+    return accuracy(y_test, majority) if metric == "accuracy" else macro_f1(y_test, majority)
+
+
 METRICS = ("accuracy", "macro_f1", "map")

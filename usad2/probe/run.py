@@ -5,7 +5,8 @@ score}, "_mean": score}}`, score = the task's metric on test (a fraction in [0, 
 the mean of the domain means, so each domain counts equally however many tasks it has.
 details.json holds, per model and task: every metric on test and dev, the chosen
 hyper-parameters, the learned layer weights with the layer names, class and example counts,
-the majority-class accuracy on test (chance) and the label file used.
+the chance score (the task metric of always predicting the majority training class; for mAP
+the mean test positive rate) and the label file used.
 
 Single-label tasks: classes are the training labels; a dev/test example whose label never
 occurs in training stays in the test set and counts as an error (it gets a class of its own
@@ -15,6 +16,7 @@ with fewer than two training classes. Multi-label tasks ignore unseen test token
 Frame-level tasks train on at most `max_frames` training frames (a seeded random subset) and
 are scored on at most `max_frames` dev and test frames each.
 """
+import dataclasses
 import json
 import logging
 import os
@@ -26,11 +28,12 @@ from usad2.data.datadir import load_data_dir
 from usad2.probe import tasks as tasks_mod
 from usad2.probe.features import extract_features
 from usad2.probe.heads import ProbeConfig, fit_probe
-from usad2.probe.metrics import chance_accuracy
+from usad2.probe.metrics import chance_score
 from usad2.utils.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 MIN_SEEN_FRACTION = 0.5
+FRAME_BATCH_FACTOR = 8  # frames are many and alike: larger batches keep frame probes CPU-fast
 
 
 class TaskSkipped(Exception):
@@ -124,13 +127,14 @@ def probe_task(task, label, feats, data_root, config, max_frames=20000):
             raise TaskSkipped(f"only {seen:.0%} of the test examples have a label seen in training")
     if len(classes) < 2:
         raise TaskSkipped(f"fewer than two classes in training ({classes})")
+    if task.level == "frame":
+        config = dataclasses.replace(config, batch_size=config.batch_size * FRAME_BATCH_FACTOR)
     result = fit_probe((data["train"][0], ytr), (data["dev"][0], ydev), (data["test"][0], yte),
                        len(classes), config, task.metric, task.multi_label)
     result.update({"score": result["test"][task.metric], "metric": task.metric, "domain": task.domain,
                    "level": task.level, "label_file": label, "num_classes": len(classes),
                    "num_examples": {r: len(data[r][1]) for r in data}})
-    if not task.multi_label:
-        result["chance"] = chance_accuracy(ytr.numpy(), yte.numpy())
+    result["chance"] = chance_score(ytr.numpy(), yte.numpy(), task.metric)
     return result
 
 

@@ -130,7 +130,7 @@ def read_notes(tokens, utt, where):
     notes = []
     for i in range(0, len(tokens), 3):
         notes.append(_note(tokens[i:i + 3], f"{where}: utterance {utt}"))
-    return notes
+    return [n for n in notes if n[1] > n[0]]
 
 
 def _note(fields, where):
@@ -138,8 +138,8 @@ def _note(fields, where):
         start, end, pitch = float(fields[0]), float(fields[1]), int(fields[2])
     except (ValueError, IndexError):
         raise DataDirError(f"{where}: bad note {' '.join(fields)!r} (expected start end midi_pitch)") from None
-    if not 0 <= start < end or not 0 <= pitch <= 127:
-        raise DataDirError(f"{where}: note {' '.join(fields)!r} needs 0 <= start < end and a MIDI pitch 0..127")
+    if not 0 <= start <= end or not 0 <= pitch <= 127:
+        raise DataDirError(f"{where}: note {' '.join(fields)!r} needs 0 <= start <= end and a MIDI pitch 0..127")
     return start, end, pitch
 
 
@@ -152,8 +152,9 @@ def read_note_table(path):
         raise DataDirError(f"{path}: cannot read note table ({e.strerror})") from None
     if lines[0] != NOTES_HEADER:
         raise DataDirError(f"{path}:1: expected the header {NOTES_HEADER!r}")
-    return [_note(line.split("\t")[:3], f"{path}:{number}")
-            for number, line in enumerate(lines[1:], start=2) if line]
+    notes = [_note(line.split("\t")[:3], f"{path}:{number}")
+             for number, line in enumerate(lines[1:], start=2) if line]
+    return [n for n in notes if n[1] > n[0]]  # a note cut to nothing at the clip end sounds nowhere
 
 
 def _piece_shift(notes, path, utt):
