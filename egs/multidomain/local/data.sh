@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
-# Stage 1 of egs/multidomain: build the Kaldi data dirs (train, dev, test) of the demo corpus,
-# each utterance with its domain (utt2domain) and probing labels. Called by usad2.sh as
-#   local/data.sh --data_dir data --demo_size {tiny,default,large} [more options]
-# The corpus generator itself is `python -m usad2.bin.prepare_data`; until it exists this
-# script says so and succeeds, so that the later stages can be developed.
+# Stage 1 of egs/multidomain: generate the demo corpus (speech, music, general audio from
+# Debian packages) and its Kaldi data dirs: <data_dir>/{train,dev,test} and per domain
+# <data_dir>/{speech,music,audio}_{train,dev,test}, each with utt2domain and task labels.
+# Called by usad2.sh as
+#   local/data.sh --data_dir data --demo_size {tiny,default,large} [--seed 0] [--nj 2]
+# All the work is `python -m usad2.bin.prepare_demo` (skipped when already done; resumes).
 set -euo pipefail
 
-data_dir=data           # where the data dirs are written
+data_dir=data           # where the audio, note tables and data dirs are written
 demo_size=default       # demo corpus size: tiny, default or large
-help_message="Usage: $0 [--data_dir data] [--demo_size default]"
+seed=0                  # random seed of the corpus (same seed, same corpus)
+nj=2                    # parallel generation workers
+force=false             # regenerate even when the corpus is up to date
+help_message="Usage: $0 [--data_dir data] [--demo_size default] [--seed 0] [--nj 2]"
 # shellcheck source=utils/parse_options.sh
 . utils/parse_options.sh
 
-python=${USAD2_PYTHON:-python3}
-if "${python}" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('usad2.bin.prepare_data') is None)" 2>/dev/null; then
-    "${python}" -m usad2.bin.prepare_data --out_dir "${data_dir}" --demo_size "${demo_size}"
-else
-    echo "demo corpus generator: not implemented yet"
-fi
+"${USAD2_PYTHON:-python3}" -m usad2.bin.prepare_demo --out "${data_dir}" --size "${demo_size}" \
+    --seed "${seed}" --nj "${nj}" --force "${force}"

@@ -37,10 +37,15 @@ PITCH_RANGE = {"piano": (36, 96), "chromatic_percussion": (60, 96), "organ": (36
                "brass": (45, 77), "reed": (50, 81), "pipe": (60, 93), "synth_lead": (48, 84),
                "synth_pad": (48, 79), "synth_effects": (48, 79), "ethnic": (52, 81),
                "percussive": (48, 72)}
+# Programs whose samples stop short of their family's range in FluidR3_GM or TimGM6mb (found
+# by rendering every program over a pitch grid: these notes come out silent).
+PROGRAM_RANGE = {43: (28, 55), 58: (28, 70), 67: (36, 72), 78: (60, 79)}
 CHORDS = {"major": (0, 4, 7), "minor": (0, 3, 7), "diminished": (0, 3, 6),
           "augmented": (0, 4, 8), "sus2": (0, 2, 7), "sus4": (0, 5, 7),
           "dominant7": (0, 4, 7, 10), "major7": (0, 4, 7, 11), "minor7": (0, 3, 7, 10)}
 CHORD_FAMILIES = ("piano", "organ", "guitar", "strings", "ensemble", "synth_pad", "brass", "reed")
+CHORD_PROGRAMS = [FAMILIES.index(f) * 8 + k for f in CHORD_FAMILIES for k in range(8)
+                  if FAMILIES.index(f) * 8 + k not in PROGRAM_RANGE]
 GROOVES = {
     "rock": "50sRock 60sRock BasicRock SoftRock FolkRock",
     "swing": "Swing JazzCombo Bebop FastSwing EasySwing BigBand Dixie",
@@ -82,7 +87,7 @@ def plan_notes(count, seed, length):
         spk = f"{_font_tag(split)}_note"
         for i in range(n):
             program = rng.randrange(15 * 8)
-            low, high = PITCH_RANGE[FAMILIES[program // 8]]
+            low, high = PROGRAM_RANGE.get(program, PITCH_RANGE[FAMILIES[program // 8]])
             pitch = rng.randint(low, high)
             dur = round(rng.uniform(0.3, max(0.35, length - RELEASE)), 3)
             notes = [(pitch, 0.0, dur, rng.randint(60, 120))]
@@ -100,8 +105,7 @@ def plan_chords(count, seed, length):
     for split, n in split_counts(count).items():
         spk = f"{_font_tag(split)}_chord"
         for i in range(n):
-            family = rng.choice(CHORD_FAMILIES)
-            program = FAMILIES.index(family) * 8 + rng.randrange(8)
+            program = rng.choice(CHORD_PROGRAMS)
             quality, root = rng.choice(sorted(CHORDS)), rng.randrange(12)
             pitches = _voicing(root, CHORDS[quality], rng.randrange(len(CHORDS[quality])), rng)
             notes, end = _phrase(pitches, length, rng)

@@ -90,8 +90,8 @@ def source_duration(path):
         return None
     try:
         rate, frames, _ = audio_info(path)
-    except AudioError as e:
-        log.warning("demo corpus: skipping unreadable sample %s (%s)", path, e)
+    except AudioError:
+        log.warning("demo corpus: skipping %s: no decoder here reads it", path)
         return None
     return frames / rate if frames > 0 else None
 
