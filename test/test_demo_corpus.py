@@ -105,6 +105,21 @@ def test_espeak_and_flite_plans_hold_voices_out():
         assert len(words) == len(speech_synth.CONCEPTS), lang
 
 
+@needs_tools
+def test_recorded_speech_plans_hold_speakers_out():
+    items = speech_real.ktuberling_items()
+    assert items and not any("@" in folder for _, folder, _ in items)
+    assert len({path for path, _, _ in items}) == len(items)
+    for plan in (speech_real.plan_ktuberling(200, 0), speech_real.plan_klettres(200, 0)):
+        spk = {s: {c.spk for j in plan for c in j.clips if c.split == s} for s in SPLITS}
+        assert all(spk.values())
+        assert not spk["train"] & spk["dev"] and not spk["train"] & spk["test"]
+        assert not spk["dev"] & spk["test"]
+        for clip in (c for j in plan for c in j.clips):
+            assert os.path.isfile(clip.spec["path"]) and clip.labels["voice"] == clip.spk
+            assert ("word" in clip.labels) != ("letter" in clip.labels)
+
+
 def test_plans_are_deterministic_for_a_seed():
     def ids(seed):
         jobs = speech_synth.plan_espeak(50, seed) + music.plan_chords(20, seed, 3.0)
@@ -161,6 +176,8 @@ def test_bad_size_and_nj_are_config_errors(tmp_path):
         corpus.generate_demo(tmp_path, size="huge")
     with pytest.raises(ConfigError, match="--nj"):
         corpus.generate_demo(tmp_path, size="tiny", nj=0)
+    with pytest.raises(ConfigError, match="whitespace"):
+        corpus.generate_demo(tmp_path / "my data", size="tiny")
 
 
 # ----------------------------------------------------------------------- tiny corpus, whole

@@ -93,6 +93,9 @@ def generate_demo(out, size="tiny", seed=0, nj=1, force=False):
         raise ConfigError(f"--size: one of {', '.join(SIZES)}, got {size!r}")
     if nj < 1:
         raise ConfigError(f"--nj: a positive number of workers, got {nj}")
+    if any(c.isspace() for c in os.fspath(out)):
+        raise ConfigError(f"--out {os.fspath(out)!r}: the path may not contain whitespace "
+                          "(utt2notes lists note-table paths as label tokens)")
     fp = stamp.fingerprint({"size": size, "seed": seed, "out": os.fspath(out),
                             "version": DEMO_VERSION})
     if force:

@@ -17,7 +17,6 @@ import os
 import subprocess
 import tempfile
 
-import numpy as np
 import soundfile
 
 from usad2.data.demo import midi
