@@ -173,7 +173,7 @@ def test_probe_command_end_to_end(corpus, tmp_path, capfd):
 
     out = tmp_path / "probe"
     argv = ["--model", "fbank", "--model", "random_init=tiny", "--data_root", str(corpus), "--out_dir", str(out),
-            "--lrs", "1e-2", "--weight_decays", "0", "--max_epochs", "15",
+            "--lrs", "1e-2", "--weight_decays", "0", "--max_epochs", "15", "--max_frame_utts", "10",
             "--tasks", "pitch_class,style,note_activity,word"]
     assert probe_bin.main(argv) == 0
     assert "task word skipped: none of utt2word" in capfd.readouterr().err
@@ -190,7 +190,8 @@ def test_probe_command_end_to_end(corpus, tmp_path, capfd):
     d = details["random_init"]["note_activity"]
     assert d["level"] == "frame" and d["metric"] == "macro_f1" and d["num_classes"] == 2
     assert d["layer_names"] == ["frontend", "L1", "L2", "L3", "L4"] and len(d["layer_weights"]) == 5
-    assert d["num_examples"]["test"] == 12 * 24         # 0.5 s at 50 Hz: 24 frames per clip
+    # frames of 10 of the 12 test clips (--max_frame_utts), 0.5 s at 50 Hz: 24 frames per clip
+    assert d["num_examples"] == {"train": 10 * 24, "dev": 9 * 24, "test": 10 * 24}
     assert set(d["test"]) == {"accuracy", "macro_f1"} and d["hparams"]["lr"] == 0.01
     assert details["fbank"]["pitch_class"]["num_examples"] == {"train": 24, "dev": 9, "test": 12}
     # features are cached and stamped; a second run with the same arguments is skipped

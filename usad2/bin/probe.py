@@ -45,6 +45,8 @@ def get_parser():
     parser.add_argument("--weight_decays", default="0,1e-3", help="weight decays tried (comma-separated)")
     parser.add_argument("--max_epochs", type=int, default=40, help="epochs per probe (best epoch chosen on dev)")
     parser.add_argument("--max_frames", type=int, default=20000, help="frames per split for frame-level tasks")
+    parser.add_argument("--max_frame_utts", type=int, default=200,
+                        help="utterances per data dir whose frames are kept for frame-level tasks")
     parser.add_argument("--seed", type=int, default=0, help="seed of probes, frame subsets and random_init")
     parser.add_argument("--device", default="cpu", help="device for feature extraction")
     parser.add_argument("--num_threads", type=int, default=1, help="torch CPU threads")
@@ -84,7 +86,7 @@ def expand_specs(model_specs):
 
 def probe(model_specs, data_root, out_dir, suite="demo", tasks="", train_set="train", dev_set="dev",
           test_set="test", layer="weighted", hidden=0, lrs=(1e-3, 1e-2), weight_decays=(0.0, 1e-3),
-          max_epochs=40, max_frames=20000, seed=0, device="cpu", force=False):
+          max_epochs=40, max_frames=20000, seed=0, device="cpu", force=False, max_frame_utts=200):
     """Probe the models of `model_specs` on the suite; returns the results dict (results.json)."""
     suite_tasks = get_suite(suite, train_set, dev_set, test_set)
     if tasks:
@@ -102,7 +104,7 @@ def probe(model_specs, data_root, out_dir, suite="demo", tasks="", train_set="tr
     config = ProbeConfig(layer=layer if layer == "weighted" else int(layer), hidden=hidden, lrs=tuple(lrs),
                          weight_decays=tuple(weight_decays), max_epochs=max_epochs, seed=seed)
     args = {"models": list(model_specs), "suite": [t.__dict__ for t in suite_tasks], "config": config.__dict__,
-            "max_frames": max_frames}
+            "max_frames": max_frames, "max_frame_utts": max_frame_utts}
     inputs = [os.path.join(data_root, s) for s in (train_set, dev_set, test_set)]
     inputs += [p for s in model_specs for p in [s.partition("=")[2].split(":", 1)[-1]] if os.path.isfile(p)]
     fp = fingerprint(args, inputs)
@@ -115,7 +117,7 @@ def probe(model_specs, data_root, out_dir, suite="demo", tasks="", train_set="tr
         with open(results_path, encoding="utf-8") as f:
             return json.load(f)
     models = [model_from_spec(s, seed=seed, device=device) for s in model_specs]
-    results, _ = run_probe(models, data_root, suite_tasks, out_dir, config, max_frames, force)
+    results, _ = run_probe(models, data_root, suite_tasks, out_dir, config, max_frames, force, max_frame_utts)
     mark_done(out_dir, fp, {"models": names})
     for name, entry in results.items():
         logger.info("%s: mean %.4f, domains %s", name, entry["_mean"],
@@ -131,7 +133,7 @@ def main(argv=None):
     probe(args.model, args.data_root, args.out_dir, args.suite, args.tasks, args.train_set, args.dev_set,
           args.test_set, args.layer, args.hidden, _floats(args.lrs, "lrs"),
           _floats(args.weight_decays, "weight_decays"), args.max_epochs, args.max_frames, args.seed,
-          args.device, args.force)
+          args.device, args.force, args.max_frame_utts)
     return 0
 
 

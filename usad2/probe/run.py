@@ -13,8 +13,9 @@ occurs in training stays in the test set and counts as an error (it gets a class
 that no probe predicts). A task whose test labels are mostly unseen in training (a held-out
 speaker set, say) cannot be scored by a classifier and is skipped with a log line, as is one
 with fewer than two training classes. Multi-label tasks ignore unseen test tokens.
-Frame-level tasks train on at most `max_frames` training frames (a seeded random subset) and
-are scored on at most `max_frames` dev and test frames each.
+Frame-level tasks keep the frames of at most `max_frame_utts` utterances per data dir and
+train on at most `max_frames` of their training frames (seeded random subsets); they are
+scored on at most `max_frames` dev and test frames each.
 """
 import dataclasses
 import json
@@ -40,8 +41,12 @@ class TaskSkipped(Exception):
     """A task that cannot be probed on this data (reason in the message)."""
 
 
-def _frame_utts(available, data_root):
-    """{data dir name: utterances needing frames} for the frame-level tasks."""
+def _frame_utts(available, data_root, max_utts, seed):
+    """{data dir name: utterances whose frames are kept} for the frame-level tasks.
+
+    At most `max_utts` per data dir (a seeded random subset): frames of wide, fast teachers
+    would otherwise fill gigabytes (100 Hz x 768 dims for an hour of music is 0.5 GB in fp16).
+    """
     need = {}
     for task, label in available:
         if task.level != "frame":
@@ -49,6 +54,12 @@ def _frame_utts(available, data_root):
         for split in task.splits().values():
             table = load_data_dir(os.path.join(data_root, split)).table(label) or {}
             need.setdefault(split, set()).update(table)
+    rng = np.random.default_rng(seed)
+    for split, utts in need.items():
+        utts = sorted(utts)
+        if len(utts) > max_utts:
+            utts = sorted(rng.choice(utts, max_utts, replace=False).tolist())
+        need[split] = utts
     return need
 
 
@@ -149,10 +160,11 @@ def aggregate(task_scores, domains):
     return entry
 
 
-def probe_model(model, available, data_root, cache_root, config, max_frames=20000, force=False):
+def probe_model(model, available, data_root, cache_root, config, max_frames=20000, force=False,
+                max_frame_utts=200):
     """{task name: details} for one probed model over the available tasks."""
     splits = sorted({s for task, _ in available for s in task.splits().values()})
-    frame_utts = _frame_utts(available, data_root)
+    frame_utts = _frame_utts(available, data_root, max_frame_utts, config.seed)
     feats = {s: extract_features(model, os.path.join(data_root, s), cache_root,
                                  sorted(frame_utts.get(s, ())), force=force) for s in splits}
     details = {}
@@ -170,14 +182,16 @@ def probe_model(model, available, data_root, cache_root, config, max_frames=2000
     return details
 
 
-def run_probe(models, data_root, tasks, out_dir, config=ProbeConfig(), max_frames=20000, force=False):
+def run_probe(models, data_root, tasks, out_dir, config=ProbeConfig(), max_frames=20000, force=False,
+              max_frame_utts=200):
     """Probe every model on every available task; write and return (results, details)."""
     available = tasks_mod.available_tasks(tasks, data_root)
     cache_root = os.path.join(out_dir, "features")
     domains = {task.name: task.domain for task, _ in available}
     results, details = {}, {}
     for model in models:
-        details[model.name] = probe_model(model, available, data_root, cache_root, config, max_frames, force)
+        details[model.name] = probe_model(model, available, data_root, cache_root, config, max_frames, force,
+                                          max_frame_utts)
         results[model.name] = aggregate({t: d["score"] for t, d in details[model.name].items()}, domains)
     atomic_write_text(os.path.join(out_dir, "results.json"), json.dumps(results, indent=2, sort_keys=True) + "\n")
     atomic_write_text(os.path.join(out_dir, "details.json"), json.dumps(details, indent=2, sort_keys=True) + "\n")
