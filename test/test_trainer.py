@@ -1,0 +1,252 @@
+"""The distillation trainer end to end on CPU, with the tiny synthetic teachers of test_distill_task.
+
+Covers issue 5's acceptance: a tiny run beats the training-mean predictor's dev loss by 30 %;
+torchrun with 2 processes (DDP and FSDP, gloo) reproduces the single-process loss curve; kill -9
+at a random step then rerunning the same command continues the loss sequence exactly, with no
+half-written checkpoint; stage 2 and depth up-scaling start from stage-1 weights.
+"""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from test_distill_task import make_data_dir, write_cards
+from usad2.bin.distill import main, replay_script
+from usad2.data.pipeline import EvalPipeline
+from usad2.distill import trainer as T
+from usad2.distill.task import EvalAccumulator, TargetStats, mean_predictions
+from usad2.errors import ConfigError
+from usad2.models.export import load_export, save_export, model_from_checkpoint
+from usad2.utils import dist
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEACHERS = "tiny_speech,tiny_audio,tiny_music"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    return {"cards": write_cards(str(root / "cards")),
+            "train": make_data_dir(root / "train", n_per_domain=8, seed=1),
+            "dev": make_data_dir(root / "dev", n_per_domain=2, seed=2)}
+
+
+def argv(corpus, out, steps, *extra, dev=True):
+    args = ["--train_data", corpus["train"], "--teachers", TEACHERS, "--teacher_cards", corpus["cards"],
+            "--plugins", "test_distill_task", "--out", str(out), "--max_steps", str(steps),
+            "--warmup_steps", "5", "--lr", "2e-3", "--batch_seconds", "4", "--crop_seconds", "1.0",
+            "--save_every", "4", "--dev_every", "1000", "--dropout", "0", "--log_every", "1000"]
+    return args + (["--dev_data", corpus["dev"]] if dev else []) + list(extra)
+
+
+def losses(out):
+    """{step: metrics} from metrics.jsonl; a resumed run's later lines replace earlier ones."""
+    by_step = {}
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        for line in f:
+            m = json.loads(line)
+            by_step[m["step"]] = m
+    return by_step
+
+
+def sub_env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([os.path.join(REPO, "test"), REPO, env.get("PYTHONPATH", "")])
+    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
+        env.pop(k, None)
+    return env
+
+
+def test_lr_schedule_by_hand():
+    f = [T.lr_factor(s, 4, 12) for s in range(12)]
+    assert f[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert f[4] == 1.0 and f[8] == pytest.approx(0.5) and f[11] == pytest.approx(1 / 8)
+    assert T.lr_factor(8, 4, 12, "cosine") == pytest.approx(0.5)
+    assert T.lr_factor(12, 4, 12, "linear", min_ratio=0.1) == pytest.approx(0.1)
+    with pytest.raises(ConfigError, match="schedule"):
+        T.lr_factor(5, 4, 12, "step")
+
+
+def test_replay_script_quotes_and_uses_torchrun():
+    text = replay_script(["--out", "exp/a b"], env={"WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2"}, cwd="/r")
+    assert "cd /r\n" in text
+    assert "torchrun --nnodes=2 --nproc-per-node=2 -m usad2.bin.distill --out 'exp/a b'" in text
+    single = replay_script(["--out", "x"], env={}, cwd="/r")
+    assert "-m usad2.bin.distill --out x" in single and "torchrun" not in single
+
+
+def mean_predictor_dev_loss(cfg):
+    """Dev loss (same loss, weights and alignment) of predicting each target dimension's training mean."""
+    trainer = T.Trainer(dict(cfg, out=cfg["out"] + "_baseline"), dist.DistEnv(), "cpu")
+    task, stats = trainer.task, TargetStats()
+    for batch in EvalPipeline(cfg["train_data"], batch_seconds=20):
+        targets = trainer.train_targets.get(batch)
+        for spec in task.specs:
+            for key, out in zip(spec.keys(), targets[spec.name][0]):
+                stats.add(key, out, targets[spec.name][1])
+    stats.finish()
+    task.stats = stats
+    acc = EvalAccumulator(task)
+    for batch in trainer.dev_pipe:
+        feats = 1 + (batch.lengths - 400) // 160
+        n = trainer.student.config.output_length(feats)
+        acc.add(mean_predictions(task, n, int(n.max())), n, trainer.dev_targets.get(batch), batch)
+    return acc.result()["loss"]
+
+
+def test_tiny_run_beats_the_mean_predictor_and_writes_its_outputs(corpus, tmp_path):
+    out = str(tmp_path / "exp")
+    args = argv(corpus, out, 120, "--batch_seconds", "8", "--lr", "3e-3", "--warmup_steps", "10",
+                "--save_every", "40", "--dev_every", "40", "--keep_last", "2", "--target_norm", "standardize")
+    assert main(args) == 0
+    ckpt_dir = os.path.join(out, "checkpoints")
+    assert sorted(os.listdir(ckpt_dir)) == ["best.pt", "last.pt", "step_00000080.pt", "step_00000120.pt"]
+    ckpt = torch.load(os.path.join(ckpt_dir, "last.pt"), weights_only=True)
+    assert ckpt["step"] == 120 and ckpt["config"]["teachers"] == TEACHERS.split(",")
+    assert set(ckpt["heads"]) >= {"tiny_speech:L3.0.weight", "tiny_music:L5.2.bias"}
+    assert set(ckpt["target_stats"]) == set(ckpt["head_inputs"])
+    assert len(ckpt["rng"]) == 1 and "plan" in ckpt["data"][0]
+    assert model_from_checkpoint(ckpt).config.num_layers == 4  # export path reads it
+    best = ckpt["best"]
+    assert os.path.samefile(os.path.join(ckpt_dir, "best.pt"), os.path.join(ckpt_dir, f"step_{best['step']:08d}.pt")) \
+        if best["step"] in (80, 120) else os.path.exists(os.path.join(ckpt_dir, "best.pt"))
+    metrics = losses(out)
+    assert sorted(metrics) == list(range(1, 121))
+    last = metrics[120]
+    for key in ("loss", "lr", "grad_norm", "audio_hours", "flops", "loss/tiny_audio:L2", "dev/loss"):
+        assert key in last
+    assert last["audio_hours"] == pytest.approx(120 * 8 / 3600, rel=0.05)
+    assert "usad2.bin.distill" in open(os.path.join(out, "run.sh")).read()
+    assert os.listdir(os.path.join(out, "tensorboard"))
+    dev = ckpt["dev_history"][-1]["loss"]
+    base = mean_predictor_dev_loss(ckpt["config"])
+    assert dev < 0.7 * base, (dev, base)
+
+
+def _run_killed(args, kill_after):
+    """Start the command, SIGKILL it once metrics.jsonl has `kill_after` steps; returns the steps seen."""
+    out = args[args.index("--out") + 1]
+    proc = subprocess.Popen([sys.executable, "-m", "usad2.bin.distill"] + args, env=sub_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    path = os.path.join(out, "metrics.jsonl")
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(path) and sum(1 for _ in open(path)) >= kill_after:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    return len(losses(out))
+
+
+def test_kill9_then_rerun_continues_the_loss_sequence_exactly(corpus, tmp_path):
+    steps = 14
+    ref = str(tmp_path / "ref")
+    main(argv(corpus, ref, steps, "--save_every", "3", dev=False))
+    killed = str(tmp_path / "killed")
+    args = argv(corpus, killed, steps, "--save_every", "3", dev=False)
+    seen = _run_killed(args, random.Random().randint(4, 11))
+    assert seen < steps
+    for name in os.listdir(os.path.join(killed, "checkpoints")):  # whatever exists is complete
+        if name.endswith(".pt"):
+            assert torch.load(os.path.join(killed, "checkpoints", name), weights_only=True)["format"] == T.CKPT_FORMAT
+    main(args)  # the same command again: resumes from the newest checkpoint
+    a, b = losses(ref), losses(killed)
+    assert sorted(b) == list(range(1, steps + 1))
+    assert [a[s]["loss"] for s in a] == [b[s]["loss"] for s in a]
+    assert [a[s]["lr"] for s in a] == [b[s]["lr"] for s in a]
+    main(args)  # finished: rerunning does nothing
+    assert len(losses(killed)) == steps
+
+
+def _torchrun(args, nproc=2):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "usad2.bin.distill"] + args
+    res = subprocess.run(cmd, env=sub_env(), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-4000:]
+
+
+@pytest.mark.parametrize("fsdp", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["ddp", "fsdp"])
+def test_two_processes_give_the_single_process_loss_curve(corpus, tmp_path, fsdp):
+    steps = 20
+    single = str(tmp_path / "single")
+    extra = ["--save_every", "10", "--fsdp", str(fsdp).lower()]
+    main(argv(corpus, single, steps, *extra, dev=False))
+    multi = str(tmp_path / "multi")
+    _torchrun(argv(corpus, multi, steps, *extra, dev=False))
+    a, b = losses(single), losses(multi)
+    assert sorted(b) == list(range(1, steps + 1))
+    for s in a:
+        assert b[s]["loss"] == pytest.approx(a[s]["loss"], rel=1e-4), s
+        assert b[s]["audio_hours"] == pytest.approx(a[s]["audio_hours"], rel=1e-9)
+    ckpt = torch.load(os.path.join(multi, "checkpoints", "last.pt"), weights_only=True)
+    assert len(ckpt["rng"]) == 2 and ckpt["step"] == steps
+    assert "torchrun" in open(os.path.join(multi, "run.sh")).read()
+
+
+@pytest.fixture(scope="module")
+def stage1(corpus, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("stage1") / "exp")
+    main(argv(corpus, out, 4, dev=False))
+    return os.path.join(out, "checkpoints", "last.pt")
+
+
+def _encoder(path):
+    obj = torch.load(path, weights_only=True)
+    return obj["model"] if "model" in obj else obj["state_dict"]
+
+
+def test_stage2_from_checkpoint_drops_stage1_heads(corpus, stage1, tmp_path):
+    out = str(tmp_path / "plus")
+    main(argv(corpus, out, 1, "--init", stage1, "--stage2_teachers", "tiny_music", "--lr", "1e-12", dev=False))
+    ckpt = torch.load(os.path.join(out, "checkpoints", "last.pt"), weights_only=True)
+    assert ckpt["head_inputs"] == {"tiny_music:L5": 4}
+    assert {k.split(".")[0] for k in ckpt["heads"]} == {"tiny_music:L5"}
+    src = _encoder(stage1)
+    for k, v in ckpt["model"].items():
+        assert torch.allclose(v, src[k], atol=1e-6), k
+
+
+def test_stage2_keeping_stage1_heads(corpus, stage1, tmp_path):
+    out = str(tmp_path / "plus_keep")
+    main(argv(corpus, out, 1, "--init", stage1, "--stage2_teachers", "tiny_music", "--drop_stage1", "false",
+              "--teachers", "tiny_speech", "--lr", "1e-12", "--stage2_student_layer", "3", dev=False))
+    ckpt = torch.load(os.path.join(out, "checkpoints", "last.pt"), weights_only=True)
+    assert ckpt["head_inputs"] == {"tiny_speech:L1": 1, "tiny_speech:L2": 2, "tiny_speech:L3": 4,
+                                   "tiny_music:L5": 3}
+    old = torch.load(stage1, weights_only=True)["heads"]
+    assert torch.allclose(ckpt["heads"]["tiny_speech:L3.0.weight"], old["tiny_speech:L3.0.weight"], atol=1e-6)
+    # with --drop_stage1 false every head whose key and shape match is taken over, the stage-2 one too
+    assert torch.allclose(ckpt["heads"]["tiny_music:L5.2.weight"], old["tiny_music:L5.2.weight"], atol=1e-6)
+
+
+def test_upscaled_export_continues_stage1(corpus, stage1, tmp_path):
+    export = str(tmp_path / "model.pt")
+    save_export(model_from_checkpoint(torch.load(stage1, weights_only=True)), export)
+    out = str(tmp_path / "deeper")
+    main(argv(corpus, out, 1, "--init", export, "--upscale_ranges", "1-4,2-4", "--lr", "1e-12", dev=False))
+    ckpt = torch.load(os.path.join(out, "checkpoints", "last.pt"), weights_only=True)
+    assert ckpt["model_config"]["num_layers"] == 7
+    src = _encoder(export)
+    new = ckpt["model"]
+    for i, j in [(0, 0), (3, 3), (4, 1), (6, 3)]:
+        w = f"encoder.layers.{i}.ffn.fc1.weight"
+        assert torch.allclose(new[w], src[f"encoder.layers.{j}.ffn.fc1.weight"], atol=1e-6)
+    # K=4 pairs on 7 layers: student layers floor(k*7/4) = 1, 3, 5, 7; explicit 3 layers: 2, 4, 7
+    assert [ckpt["head_inputs"][f"tiny_music:L{t}"] for t in (1, 2, 3, 5)] == [1, 3, 5, 7]
+    assert [ckpt["head_inputs"][f"tiny_speech:L{t}"] for t in (1, 2, 3)] == [2, 4, 7]
+    assert load_export(export).config.num_layers == 4
+
+
+def test_rerun_with_other_options_is_refused(corpus, stage1):
+    out = os.path.dirname(os.path.dirname(stage1))
+    with pytest.raises(ConfigError, match="teachers"):
+        main(argv(corpus, out, 8, "--teachers", "tiny_speech", dev=False))

@@ -1,0 +1,116 @@
+"""Distil a student from frozen teachers (stage 1, stage 2 "+", or continuation after up-scaling).
+
+Launch with torchrun or srun for several processes (this command never spawns any):
+
+    python -m usad2.bin.distill --train_data dump/raw/train_mix --dev_data dump/raw/dev_mix \\
+        --teachers speech_embedding,yamnet,basic_pitch --preset tiny --out exp/tiny
+    torchrun --nproc-per-node 8 -m usad2.bin.distill ... --precision bf16
+    # stage 2: new heads for the last layer of the stage-2 teachers, from the stage-1 model
+    python -m usad2.bin.distill ... --init exp/tiny/checkpoints/best.pt \\
+        --stage2_teachers whisper_large_v3,af_whisper --out exp/tiny_plus
+    # depth up-scaling, then brief stage-1 continuation
+    python -m usad2.bin.distill ... --init exp/xl/checkpoints/last.pt --upscale_ranges 1-24,9-32
+
+Rerunning the same command resumes from the newest checkpoint in <out>/checkpoints. The command
+writes <out>/run.sh, which replays it exactly (through torchrun when WORLD_SIZE > 1).
+"""
+import os
+import shlex
+import sys
+
+from usad2.utils.atomic import atomic_write_text
+from usad2.utils.cli import make_parser, run_main, str2bool
+from usad2.utils.log import log_invocation, setup_logging
+
+
+def _names(text):
+    return [t.strip() for t in text.split(",") if t.strip()] if text else []
+
+
+def build_parser():
+    p = make_parser(__doc__.splitlines()[0])
+    a = p.add_argument
+    a("--train_data", required=True, help="training data dir (with utt2domain, optional utt2weight)")
+    a("--dev_data", default=None, help="dev data dir (dev loss, best checkpoint); none: no dev loss")
+    a("--teachers", type=_names, default=[], help="stage-1 teachers (card names, comma-separated), K-sparse mapping")
+    a("--targets_dir", default=None, help="offline targets root (<dir>/<teacher>/<set>); default: online teachers")
+    a("--teacher_cards", default=None, help="directory of user teacher cards (overrides the package's)")
+    a("--plugins", type=_names, default=[], help="Python modules to import first (they register teacher families)")
+    a("--preset", default="tiny", help="student size: tiny, small, base, large, xlarge, xxlarge")
+    a("--dropout", type=float, default=None, help="override the preset's dropout (and attention dropout)")
+    a("--out", required=True, help="experiment directory exp/<tag>")
+    a("--k", type=int, default=4, help="number of sparse layer pairs per teacher")
+    a("--omega", type=float, default=10.0, help="domain weight ω (1 = USAD v1 uniform weights)")
+    a("--any_weight", type=float, default=1.0, help="weight of teachers of domain 'any'")
+    a("--tolerance", type=int, default=2, help="frame-length mismatch tolerated after alignment (student frames)")
+    a("--max_steps", type=int, default=1000, help="optimizer steps")
+    a("--warmup_steps", type=int, default=100, help="linear warm-up steps")
+    a("--schedule", default="linear", choices=["linear", "cosine"], help="decay after warm-up")
+    a("--min_lr_ratio", type=float, default=0.0, help="final LR as a fraction of the peak")
+    a("--lr", type=float, default=8e-4, help="peak learning rate (paper: 8e-4 small .. 1.5e-3 large)")
+    a("--weight_decay", type=float, default=0.01, help="AdamW weight decay (matrices only)")
+    a("--batch_seconds", type=float, default=80.0, help="seconds of audio per global batch (all ranks)")
+    a("--crop_seconds", type=float, default=10.0, help="random crop length")
+    a("--use_weights", type=str2bool, default=True, help="sample by utt2weight (domain upsampling)")
+    a("--dev_batch_seconds", type=float, default=80.0, help="seconds of audio per dev batch")
+    a("--dev_max_seconds", type=float, default=None, help="centre-crop longer dev utterances to this")
+    a("--grad_accum", type=int, default=1, help="micro-batches per optimizer step")
+    a("--clip_grad", type=float, default=5.0, help="gradient norm clipping (0 = off)")
+    a("--save_every", type=int, default=500, help="checkpoint every N steps (and at the end)")
+    a("--keep_last", type=int, default=3, help="step checkpoints kept (best.pt and last.pt always)")
+    a("--dev_every", type=int, default=500, help="dev loss every N steps (and at the end)")
+    a("--log_every", type=int, default=10, help="text-log every N steps (metrics.jsonl gets every step)")
+    a("--seed", type=int, default=0, help="random seed")
+    a("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16 autocast for the student")
+    a("--fsdp", type=str2bool, default=False, help="shard the student with FSDP instead of DDP")
+    a("--target_norm", default="none", choices=["none", "standardize"],
+      help="per-dimension target standardisation (see usad2.distill.trainer for the measurement)")
+    a("--norm_batches", type=int, default=20, help="training batches used for the target statistics")
+    a("--init", default=None, help="stage-1 training checkpoint or export to start from")
+    a("--drop_stage1", type=str2bool, default=True, help="with --stage2_teachers: drop the stage-1 teachers and heads")
+    a("--stage2_teachers", type=_names, default=[], help="teachers whose LAST layer is distilled (stage 2)")
+    a("--stage2_student_layer", type=int, default=-1, help="student layer predicting them (-1 = last)")
+    a("--upscale_ranges", default=None, help="depth up-scaling of the --init model, e.g. 1-24,9-32")
+    a("--head_hidden", type=int, default=None, help="hidden width of the heads (default d_model)")
+    a("--num_workers", type=int, default=1, help="audio decoding threads of the data pipeline")
+    a("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    a("--threads", type=int, default=1, help="torch intra-op threads per process")
+    return p
+
+
+def replay_script(argv, env=None, cwd=None):
+    """The text of run.sh: cd to the working directory, then the same command (torchrun/srun if distributed)."""
+    env = os.environ if env is None else env
+    cmd = [sys.executable, "-m", "usad2.bin.distill"] + list(argv)
+    world = int(env.get("WORLD_SIZE", "1"))
+    if env.get("SLURM_NTASKS") and "TORCHELASTIC_RUN_ID" not in env and world > 1:
+        cmd = ["srun", f"--ntasks={world}"] + cmd
+    elif world > 1:
+        local = int(env.get("LOCAL_WORLD_SIZE", world))
+        cmd = ["torchrun", f"--nnodes={max(1, world // local)}", f"--nproc-per-node={local}", "-m",
+               "usad2.bin.distill"] + list(argv)
+    return ("#!/usr/bin/env bash\n# Written by usad2.bin.distill: replays this training; a rerun resumes "
+            "from the latest checkpoint.\nset -euo pipefail\n"
+            f"cd {shlex.quote(cwd or os.getcwd())}\n" + " ".join(shlex.quote(c) for c in cmd) + "\n")
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    cfg = vars(args)
+    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+    log_file = os.path.join(args.out, "train.log" if rank == 0 else f"logs/train.rank{rank}.log")
+    logger = setup_logging(log_file=log_file)
+    log_invocation(logger)
+    if rank == 0:
+        path = os.path.join(args.out, "run.sh")
+        atomic_write_text(path, replay_script(argv))
+        os.chmod(path, 0o755)
+    from usad2.distill.trainer import train
+
+    train(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,276 @@
+"""The distillation task: which student layer predicts which teacher layer, and the loss.
+
+Pieces (SPEC.md §3-§4):
+- `TeacherSpec`: one teacher's name, domain, frame rate / offset and its (student layer, teacher
+  layer) pairs: K-sparse for stage 1 (`stage1_spec`), the teacher's last layer from one student
+  layer (default the last) for stage 2 (`stage2_spec`).
+- `DistillModel`: the student plus one PredictionHead per (teacher, layer); this is the module
+  DDP / FSDP wrap. Teachers are never inside it.
+- `DistillTask.loss`: per head, the student predictions are aligned to the teacher's frame rate,
+  the frame loss mean_d|ẑ - z| - log σ(cos) is weighted per utterance by the domain weight of
+  that teacher, and normalised by the number of valid frames of that head over the GLOBAL batch
+  (all ranks: one all-reduce of the frame counts). The total is
+
+      L = Σ_m (1 / K_m) Σ_{k=1..K_m} Σ_{b,t} w_m(domain_b) ℓ_{m,k}(b, t) / N_{m,k}
+
+  i.e. a teacher's K_m layers are averaged (so basic-pitch's 3 heads weigh as much as a 4-layer
+  teacher's 4) and teachers are summed with their domain weights. Each rank returns its share
+  times the world size, because DDP averages gradients over ranks: the gradient then equals
+  the single-process gradient of the same global batch exactly (up to summation order).
+- Target standardisation (`--target_norm standardize`): per-dimension mean / std of each
+  distilled teacher layer, computed once over a sample of training targets (`TargetStats`); the
+  heads then predict standardised targets. Dev losses are always reported in ORIGINAL units
+  (predictions de-standardised), so runs with and without it compare directly.
+"""
+import dataclasses
+import fractions
+
+import torch
+from torch import nn
+
+from usad2.distill.align import align
+from usad2.distill.loss import frame_loss
+from usad2.distill.mapping import layer_pairs
+from usad2.distill.weighting import UTTERANCE_DOMAINS, weight_table
+from usad2.errors import ConfigError
+from usad2.models.heads import build_heads, head_key
+from usad2.utils import dist
+
+
+@dataclasses.dataclass
+class TeacherSpec:
+    """One teacher as the task sees it; `pairs` [(student layer, teacher layer)], `widths` {t_layer: D}."""
+    name: str
+    domain: str
+    frame_rate: fractions.Fraction
+    frame_offset: float
+    pairs: list
+    widths: dict
+
+    def keys(self):
+        return [head_key(self.name, t) for _, t in self.pairs]
+
+    @property
+    def teacher_layers(self):
+        return [t for _, t in self.pairs]
+
+
+def _spec(card, pairs):
+    return TeacherSpec(card.name, card.domain, fractions.Fraction(card.frame_rate), float(card.frame_offset),
+                       pairs, {t: card.layer_width(t) for _, t in pairs})
+
+
+def stage1_spec(card, num_student_layers, k=4):
+    """K-sparse mapping (or the card's explicit distill_layers)."""
+    return _spec(card, layer_pairs(num_student_layers, card.num_layers, k, card.distill_layers, card.name))
+
+
+def stage2_spec(card, num_student_layers, student_layer=-1):
+    """The teacher's LAST layer predicted from `student_layer` (1-based; negative counts from the end)."""
+    layer = student_layer if student_layer > 0 else num_student_layers + 1 + student_layer
+    if not 1 <= layer <= num_student_layers:
+        raise ConfigError(f"--stage2_student_layer {student_layer} is outside the student's "
+                          f"{num_student_layers} layers")
+    return _spec(card, [(layer, card.num_layers)])
+
+
+class DistillModel(nn.Module):
+    """Student + heads: forward(wavs, lengths) -> ({head key: (B, T, D)}, student frame lengths)."""
+
+    def __init__(self, student, specs, head_hidden=None):
+        super().__init__()
+        self.student = student
+        d_model = student.config.d_model
+        shapes = {(s.name, t): s.widths[t] for s in specs for _, t in s.pairs}
+        self.heads = build_heads(shapes, d_model, head_hidden)
+        self.head_inputs = {head_key(s.name, t): layer for s in specs for layer, t in s.pairs}
+
+    def forward(self, wavs, lengths):
+        out = self.student(wavs, lengths)
+        preds = {key: self.heads[key](out.hidden_states[layer]) for key, layer in self.head_inputs.items()}
+        return preds, out.lengths
+
+
+class TargetStats:
+    """Per-dimension mean / std of each head's targets, accumulated over batches and ranks."""
+
+    def __init__(self, stats=None):
+        self.stats = stats or {}  # {key: {"mean": (D,), "std": (D,)}}
+        self._acc = {}
+
+    def add(self, key, target, lengths):
+        """Accumulate the valid frames of a (B, T, D) target."""
+        mask = torch.arange(target.shape[1], device=target.device)[None] < lengths.to(target.device)[:, None]
+        frames = target[mask].double()
+        acc = self._acc.setdefault(key, [0.0, 0.0, 0.0])
+        acc[0] = acc[0] + frames.sum(0).cpu()
+        acc[1] = acc[1] + (frames ** 2).sum(0).cpu()
+        acc[2] = acc[2] + frames.shape[0]
+
+    def finish(self, device="cpu"):
+        """Reduce over ranks and fix the statistics; returns self.stats."""
+        for key in sorted(self._acc):
+            s, sq, n = self._acc[key]
+            packed = torch.cat([s, sq, torch.tensor([float(n)], dtype=torch.float64)]).to(device)
+            packed = dist.all_reduce_sum(packed).cpu()
+            d = s.shape[0]
+            n = packed[-1].clamp(min=1)
+            mean = packed[:d] / n
+            var = (packed[d:2 * d] / n - mean ** 2).clamp(min=0)
+            std = var.sqrt()
+            floor = 1e-3 * float(std.mean()) + 1e-8  # constant dimensions must not explode
+            self.stats[key] = {"mean": mean.float(), "std": std.clamp(min=floor).float()}
+        self._acc = {}
+        return self.stats
+
+    def normalise(self, key, x):
+        st = self.stats[key]
+        return (x - st["mean"].to(x.device)) / st["std"].to(x.device)
+
+    def denormalise(self, key, x):
+        st = self.stats[key]
+        return x * st["std"].to(x.device) + st["mean"].to(x.device)
+
+    def state_dict(self):
+        return {k: {"mean": v["mean"].clone(), "std": v["std"].clone()} for k, v in self.stats.items()}
+
+
+def student_timing(model_config, fbank_config):
+    """(frame rate Fraction, offset in seconds of frame 0's centre) of the student's outputs.
+
+    Output frame t is centred on fbank frame time_stride * t (EncoderConfig docstring), and fbank
+    frame f is centred at (f * shift + window / 2) / sample_rate.
+    """
+    shift = int(round(fbank_config.sample_rate * fbank_config.frame_shift_ms / 1000))
+    window = int(round(fbank_config.sample_rate * fbank_config.frame_length_ms / 1000))
+    rate = fractions.Fraction(fbank_config.sample_rate, shift * model_config.time_stride)
+    return rate, (window / 2) / fbank_config.sample_rate
+
+
+class DistillTask:
+    """Loss, weighting and target normalisation for a list of TeacherSpecs."""
+
+    def __init__(self, specs, student_rate, student_offset=0.0, omega=10.0, any_weight=1.0,
+                 tolerance=2, stats=None):
+        if not specs:
+            raise ConfigError("no teachers to distil from (--teachers / --stage2_teachers are empty)")
+        self.specs = specs
+        self.student_rate = fractions.Fraction(student_rate)
+        self.student_offset = student_offset
+        self.tolerance = tolerance
+        table = weight_table([s.domain for s in specs], omega, any_weight)
+        self.weight_rows = {d: torch.tensor(table[d], dtype=torch.float32) for d in UTTERANCE_DOMAINS}
+        self.stats = stats  # a TargetStats or None
+        self.heads = [(m, j, key) for m, s in enumerate(specs) for j, key in enumerate(s.keys())]
+
+    def weights(self, domains, device="cpu"):
+        """(B, M) domain weights of the batch's utterances."""
+        rows = []
+        for d in domains:
+            if d not in self.weight_rows:
+                raise ConfigError(f"utterance domain {d!r} is not one of {UTTERANCE_DOMAINS}")
+            rows.append(self.weight_rows[d])
+        return torch.stack(rows).to(device)
+
+    def head_terms(self, preds, pred_lengths, targets, batch, normalised=True):
+        """Yield (m, key, per-frame loss (B, T), mask (B, T)) for every head.
+
+        `normalised`: predictions are in standardised units (training); else in original units
+        (evaluation), and the targets stay raw.
+        """
+        for m, j, key in self.heads:
+            spec = self.specs[m]
+            outputs, target_lengths = targets[spec.name]
+            target = outputs[j]
+            pred = preds[key].float()
+            if self.stats is not None and normalised:
+                target = self.stats.normalise(key, target)
+            pred, target, _, mask = align(pred, pred_lengths, target, target_lengths, self.student_rate,
+                                          spec.frame_rate, self.student_offset, spec.frame_offset,
+                                          self.tolerance, spec.name, list(batch.utts))
+            values, _, _ = frame_loss(pred, target, mask)
+            yield m, key, values, mask
+
+    def local_sums(self, preds, pred_lengths, targets, batch, normalised=True):
+        """Per head: (weighted loss sum with grad, unweighted sum, frame count) on this rank."""
+        device = pred_lengths.device
+        w = self.weights(batch.domains, device)
+        weighted, plain, counts = [], [], []
+        for m, key, values, mask in self.head_terms(preds, pred_lengths, targets, batch, normalised):
+            weighted.append((values * w[:, m:m + 1]).sum())
+            plain.append(values.detach().sum())
+            counts.append(mask.sum().to(values.dtype))
+        return weighted, torch.stack(plain), torch.stack(counts)
+
+    def combine(self, weighted_sums, counts):
+        """Σ_m (1/K_m) Σ_k sums / counts over the heads (tensors or lists of scalars)."""
+        total = 0.0
+        for h, (m, _, _) in enumerate(self.heads):
+            total = total + weighted_sums[h] / counts[h].clamp(min=1) / len(self.specs[m].pairs)
+        return total
+
+    def loss(self, preds, pred_lengths, targets, batch, extra=None):
+        """(loss to back-propagate on this rank, metrics of the global batch, all-reduced extra).
+
+        `extra`: a 1-D float tensor the caller wants summed over ranks in the same all-reduce
+        (e.g. seconds of audio and student frames).
+        """
+        weighted, plain, counts = self.local_sums(preds, pred_lengths, targets, batch)
+        wdet = torch.stack([x.detach() for x in weighted])
+        extra = torch.zeros(0) if extra is None else extra
+        # float64: sample counts and sums stay exact, whatever the number of ranks
+        packed = torch.cat([counts.double(), plain.double(), wdet.double(), extra.to(counts.device, torch.float64)])
+        packed = dist.all_reduce_sum(packed)
+        h = len(self.heads)
+        g_counts, g_plain, g_weighted = packed[:h], packed[h:2 * h], packed[2 * h:3 * h]
+        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        loss = self.combine(weighted, g_counts.float()) * world
+        metrics = {"loss": float(self.combine(g_weighted, g_counts))}
+        for i, (_, _, key) in enumerate(self.heads):
+            metrics[f"loss/{key}"] = float(g_plain[i] / g_counts[i].clamp(min=1))
+        return loss, metrics, packed[3 * h:]
+
+
+class EvalAccumulator:
+    """Sums a task's weighted / unweighted head losses over dev batches (and ranks)."""
+
+    def __init__(self, task):
+        self.task = task
+        h = len(task.heads)
+        self.weighted = torch.zeros(h, dtype=torch.float64)
+        self.plain = torch.zeros(h, dtype=torch.float64)
+        self.counts = torch.zeros(h, dtype=torch.float64)
+
+    @torch.no_grad()
+    def add(self, preds, pred_lengths, targets, batch):
+        """`preds` in original target units."""
+        weighted, plain, counts = self.task.local_sums(preds, pred_lengths, targets, batch, normalised=False)
+        self.weighted += torch.stack(weighted).double().cpu()
+        self.plain += plain.double().cpu()
+        self.counts += counts.double().cpu()
+
+    def result(self, device="cpu"):
+        """{"loss": dev loss, "loss/<key>": unweighted per-head mean} over all ranks."""
+        packed = dist.all_reduce_sum(torch.cat([self.weighted, self.plain, self.counts]).to(device)).cpu()
+        h = len(self.task.heads)
+        weighted, plain, counts = packed[:h], packed[h:2 * h], packed[2 * h:]
+        out = {"loss": float(self.task.combine(weighted, counts))}
+        for i, (_, _, key) in enumerate(self.task.heads):
+            out[f"loss/{key}"] = float(plain[i] / counts[i].clamp(min=1))
+        return out
+
+
+def denormalise_preds(task, preds):
+    """Predictions in original units (identity without target statistics)."""
+    if task.stats is None:
+        return preds
+    return {k: task.stats.denormalise(k, v.float()) for k, v in preds.items()}
+
+
+def mean_predictions(task, pred_lengths, num_frames):
+    """A predictor that outputs each target dimension's training mean at every student frame."""
+    if task.stats is None or not task.stats.stats:
+        raise ConfigError("the mean predictor needs target statistics (TargetStats)")
+    b = pred_lengths.shape[0]
+    return {key: task.stats.stats[key]["mean"].to(pred_lengths.device).expand(b, num_frames, -1)
+            for _, _, key in task.heads}
