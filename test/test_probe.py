@@ -258,7 +258,7 @@ def test_teacher_through_the_teacher_interface(corpus, tmp_path, monkeypatch):
     assert feats.pooled[0].shape == (9, 240)
 
 
-def test_bad_specs_are_config_errors(tmp_path):
+def test_bad_specs_are_config_errors(corpus, tmp_path):
     from usad2.bin.probe import probe
     from usad2.errors import CheckpointError
     from usad2.probe.features import model_from_spec
@@ -269,5 +269,7 @@ def test_bad_specs_are_config_errors(tmp_path):
         model_from_spec(f"student={tmp_path / 'missing.pt'}")
     with pytest.raises(ConfigError, match="duplicate model names"):
         probe(["fbank", "fbank"], str(tmp_path), str(tmp_path / "o"))
+    with pytest.raises(ConfigError, match=r"--layer 3: model fbank has layers 0..0 \(fbank\)"):
+        probe(["fbank"], str(corpus), str(tmp_path / "o"), tasks="pitch_class", layer="3")
     with pytest.raises(ConfigError, match="not in suite"):
         probe(["fbank"], str(tmp_path), str(tmp_path / "o"), tasks="nope")

@@ -39,7 +39,8 @@ def get_parser():
     parser.add_argument("--dev_set", default="dev", help="selection data dir name")
     parser.add_argument("--test_set", default="test", help="test data dir name")
     parser.add_argument("--out_dir", "--out", required=True, help="output folder")
-    parser.add_argument("--layer", default="weighted", help="'weighted' (learned softmax weights) or a 0-based layer")
+    parser.add_argument("--layer", default="weighted", help="'weighted' (learned softmax weights) or a 0-based index into the model's layers "
+                        "(student: 0 = frontend; teacher: 0 = its layer 1; names in details.json)")
     parser.add_argument("--hidden", type=int, default=0, help="0: linear head; N > 0: MLP with N hidden units")
     parser.add_argument("--lrs", default="1e-3,1e-2", help="learning rates tried (comma-separated)")
     parser.add_argument("--weight_decays", default="0,1e-3", help="weight decays tried (comma-separated)")

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from usad2.data.datadir import load_data_dir
+from usad2.errors import ConfigError
 from usad2.probe import tasks as tasks_mod
 from usad2.probe.features import extract_features
 from usad2.probe.heads import ProbeConfig, fit_probe
@@ -163,6 +164,9 @@ def aggregate(task_scores, domains):
 def probe_model(model, available, data_root, cache_root, config, max_frames=20000, force=False,
                 max_frame_utts=200):
     """{task name: details} for one probed model over the available tasks."""
+    if config.layer != "weighted" and not 0 <= int(config.layer) < model.num_layers:
+        raise ConfigError(f"--layer {config.layer}: model {model.name} has layers 0..{model.num_layers - 1} "
+                          f"({', '.join(model.names())})")
     splits = sorted({s for task, _ in available for s in task.splits().values()})
     frame_utts = _frame_utts(available, data_root, max_frame_utts, config.seed)
     feats = {s: extract_features(model, os.path.join(data_root, s), cache_root,
