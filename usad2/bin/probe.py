@@ -7,8 +7,9 @@
 Model specs (`usad2.probe.features.model_from_spec`): `fbank`; `NAME=EXPORT_OR_CHECKPOINT`;
 `NAME=heads:TRAINING_CHECKPOINT`; `random_init[=PRESET_OR_EXPORT]`; `CARD` or
 `NAME=teacher:CARD[@CHECKPOINT]`; `teachers_of=TRAINING_CHECKPOINT` expands to every teacher card
-that checkpoint was distilled from (those already named are not repeated). Features are cached under <out_dir>/features; the stage is
-skipped when its .done stamp matches the arguments and inputs (--force redoes it).
+that checkpoint was distilled from (those already named are not repeated). Features are cached
+under <out_dir>/features; the stage is skipped when its .done stamp matches the arguments and
+inputs (--force redoes it).
 """
 import logging
 import os
@@ -39,7 +40,8 @@ def get_parser():
     parser.add_argument("--dev_set", default="dev", help="selection data dir name")
     parser.add_argument("--test_set", default="test", help="test data dir name")
     parser.add_argument("--out_dir", "--out", required=True, help="output folder")
-    parser.add_argument("--layer", default="weighted", help="'weighted' (learned softmax weights) or a 0-based index into the model's layers "
+    parser.add_argument("--layer", default="weighted",
+                        help="'weighted' (learned softmax weights) or a 0-based index into the model's layers "
                         "(student: 0 = frontend; teacher: 0 = its layer 1; names in details.json)")
     parser.add_argument("--hidden", type=int, default=0, help="0: linear head; N > 0: MLP with N hidden units")
     parser.add_argument("--lrs", default="1e-3,1e-2", help="learning rates tried (comma-separated)")
