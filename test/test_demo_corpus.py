@@ -160,7 +160,7 @@ def test_notes_table_and_piano_roll(tmp_path):
     path = tmp_path / "n.tsv"
     from usad2.data.demo.notes import write_notes
     write_notes(path, [midi.Note(69, 0.1, 0.5, 80), midi.Note(72, 0.9, 2.0, 90),
-                       midi.Note(40, 1.2, 1.5)], duration=1.0)
+                       midi.Note(40, 1.2, 1.5), midi.Note(50, 0.9996, 1.2)], duration=1.0)
     rows = read_notes_table(path)
     assert rows == [(0.1, 0.5, 69, 80), (0.9, 1.0, 72, 90)]
     roll = piano_roll(rows, num_frames=50, frame_rate=50)

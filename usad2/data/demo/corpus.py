@@ -30,7 +30,7 @@ from usad2.errors import AudioError, ConfigError
 from usad2.utils import stamp
 from usad2.utils.atomic import atomic_write_text
 
-DEMO_VERSION = 1  # bump when the generated corpus changes for the same size and seed
+DEMO_VERSION = 2  # bump when the generated corpus changes for the same size and seed
 DOMAINS = ("speech", "music", "audio")
 # Task labels each domain's utterances carry (a clip has the subset that applies to it).
 LABELS = {

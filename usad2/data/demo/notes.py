@@ -5,8 +5,9 @@ working directory like wav.scp's): UTF-8 text, a header line `onset<TAB>offset<T
 velocity`, then one line per note sorted by onset: onset and offset in seconds from the clip
 start (3 decimals), the MIDI pitch (integer, 69 = A4 = 440 Hz) and the MIDI velocity. The
 offset is the note-off time (the instrument's release may sound a little longer); notes are
-cut at the clip end and notes starting at or after it are dropped. Drum notes (MIDI channel 10)
-are not listed. A clip with no pitched note has only the header.
+cut at the clip end and notes that would have no length after rounding to milliseconds
+(starting at or just before the clip end) are dropped, so every line has onset < offset.
+Drum notes (MIDI channel 10) are not listed. A clip with no pitched note has only the header.
 """
 import numpy as np
 
@@ -20,10 +21,10 @@ def notes_text(notes, duration):
     """The TSV text of `notes` (midi.Note) cut to a clip of `duration` seconds."""
     lines = [HEADER]
     for note in sorted(notes, key=lambda n: (n.start, n.pitch)):
-        if note.start >= duration:
+        onset, offset = f"{note.start:.3f}", f"{min(note.end, duration):.3f}"
+        if float(onset) >= float(offset):  # starts at (or within 0.5 ms of) the clip end
             continue
-        lines.append(f"{note.start:.3f}\t{min(note.end, duration):.3f}\t{note.pitch}\t"
-                     f"{note.velocity}")
+        lines.append(f"{onset}\t{offset}\t{note.pitch}\t{note.velocity}")
     return "\n".join(lines) + "\n"
 
 
