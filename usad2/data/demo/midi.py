@@ -167,7 +167,8 @@ def _parse_notes(data, skip):
     division = struct.unpack(">H", data[start + 4:start + 6])[0]
     if division & 0x8000:
         raise ValueError("SMPTE time division is not supported")
-    events = [ev for kind, s, e in chunks[1:] if kind == b"MTrk" for ev in _track_events(data, s, e)]
+    events = [ev for kind, s, e in chunks[1:] if kind == b"MTrk"
+              for ev in _track_events(data, s, e)]
     tempo_map = sorted((t, int.from_bytes(b, "big")) for t, st, kind, b in events
                        if st == 0xFF and kind == 0x51)
     notes, open_notes = [], {}

@@ -3,7 +3,8 @@
 Both KDE games ship one recorded voice per language folder, listed in XML themes
 (`/usr/share/ktuberling/sounds/<lang>.soundtheme`, `/usr/share/klettres/<lang>/sounds.xml`);
 only entries whose file exists are used, each file once, and the Serbian script-variant
-folders (`sr@latin`, ...: byte-identical copies of `sr`) are skipped. Speaker = source + folder. Labels: KTuberling `word` (the theme's
+folders (`sr@latin`, ...: byte-identical copies of `sr`) are skipped.
+Speaker = source + folder. Labels: KTuberling `word` (the theme's
 language-independent sound name, e.g. `egypt_camel`); KLettres `letter` (alphabet) or `word`
 (syllables); both `language` (folder, `en_GB` -> `en`), `voice` (= speaker) and `source`.
 Splits hold speakers out (fixed lists below), so dev/test voices are never heard in train.
@@ -17,8 +18,8 @@ import re
 
 from usad2.audio.io import load_audio
 from usad2.audio.resample import sox_resample_array
-from usad2.data.demo.common import (SAMPLE_RATE, SPLITS, Clip, Job, pad, peak_normalise, require_path,
-                                    rng_for, split_counts, write_clip)
+from usad2.data.demo.common import (SAMPLE_RATE, SPLITS, Clip, Job, pad, peak_normalise,
+                                    require_path, rng_for, split_counts, write_clip)
 from usad2.data.demo.speech_synth import trim_silence
 
 KTUBERLING_ROOT = "/usr/share/ktuberling/sounds"
