@@ -237,7 +237,8 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
     if ! has_verb probe; then
         not_implemented 8 "probe"
     elif ! upstream_missing 8 probe "${expdir}/${tag}/export/model.pt" distill; then
-        # student export, its prediction heads (training checkpoint), each teacher, and the baselines
+        # student export, its prediction heads (training checkpoint), each teacher, and the baselines;
+        # the feature cache is shared by experiments (teachers and baselines are extracted once)
         probe_dir="${expdir}/${tag}"
         [ "${run_plus}" = false ] || probe_dir="${plus_dir}"
         _models=(--model "student=${expdir}/${tag}/export/model.pt")
@@ -255,7 +256,8 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
         _models+=(--model fbank --model "random_init=${student}")
         "${python}" -m usad2.bin.probe "${_models[@]}" --data_root "${dumpdir}/raw" \
             --train_set "${train_set}" --dev_set "${dev_set}" --test_set "${_tests[0]}" \
-            --out_dir "${expdir}/${tag}/probe" --force "${force}" \
+            --out_dir "${expdir}/${tag}/probe" --feature_cache "${expdir}/probe_features" \
+            --force "${force}" \
             "${probe_extra[@]+"${probe_extra[@]}"}"
     fi
 fi

@@ -40,6 +40,8 @@ def get_parser():
     parser.add_argument("--dev_set", default="dev", help="selection data dir name")
     parser.add_argument("--test_set", default="test", help="test data dir name")
     parser.add_argument("--out_dir", "--out", required=True, help="output folder")
+    parser.add_argument("--feature_cache", default="",
+                        help="feature cache folder, shareable between experiments (empty: <out_dir>/features)")
     parser.add_argument("--layer", default="weighted",
                         help="'weighted' (learned softmax weights) or a 0-based index into the model's layers "
                         "(student: 0 = frontend; teacher: 0 = its layer 1; names in details.json)")
@@ -89,7 +91,8 @@ def expand_specs(model_specs):
 
 def probe(model_specs, data_root, out_dir, suite="demo", tasks="", train_set="train", dev_set="dev",
           test_set="test", layer="weighted", hidden=0, lrs=(1e-3, 1e-2), weight_decays=(0.0, 1e-3),
-          max_epochs=40, max_frames=20000, seed=0, device="cpu", force=False, max_frame_utts=200):
+          max_epochs=40, max_frames=20000, seed=0, device="cpu", force=False, max_frame_utts=200,
+          feature_cache=""):
     """Probe the models of `model_specs` on the suite; returns the results dict (results.json)."""
     suite_tasks = get_suite(suite, train_set, dev_set, test_set)
     if tasks:
@@ -120,7 +123,8 @@ def probe(model_specs, data_root, out_dir, suite="demo", tasks="", train_set="tr
         with open(results_path, encoding="utf-8") as f:
             return json.load(f)
     models = [model_from_spec(s, seed=seed, device=device) for s in model_specs]
-    results, _ = run_probe(models, data_root, suite_tasks, out_dir, config, max_frames, force, max_frame_utts)
+    results, _ = run_probe(models, data_root, suite_tasks, out_dir, config, max_frames, force, max_frame_utts,
+                           feature_cache or None)
     mark_done(out_dir, fp, {"models": names})
     for name, entry in results.items():
         logger.info("%s: mean %.4f, domains %s", name, entry["_mean"],
@@ -136,7 +140,7 @@ def main(argv=None):
     probe(args.model, args.data_root, args.out_dir, args.suite, args.tasks, args.train_set, args.dev_set,
           args.test_set, args.layer, args.hidden, _floats(args.lrs, "lrs"),
           _floats(args.weight_decays, "weight_decays"), args.max_epochs, args.max_frames, args.seed,
-          args.device, args.force, args.max_frame_utts)
+          args.device, args.force, args.max_frame_utts, args.feature_cache)
     return 0
 
 

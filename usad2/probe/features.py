@@ -12,13 +12,16 @@ A probed model turns a 16 kHz batch into layers of (B, T, D) frames at its own f
 
 `model_from_spec` builds one from a command-line spec (see its docstring).
 
-Cache: `<cache_root>/<model name>/<data dir name>/` holds `pooled.npz` (per layer the mean over
+Cache: `<cache_root>/<model name>-<hash of its identity>/<data dir name>/` (so experiments can
+share one cache: teachers and baselines are computed once, each student gets its own) holds `pooled.npz` (per layer the mean over
 valid frames of every utterance, float32) and `frames.npz` (per layer the frames of the
 utterances a frame-level task needs, float16, concatenated with offsets), plus a `.done` stamp
 whose fingerprint covers the model's identity, the data dir's index files and the frame list,
 so reruns reuse the features and any change recomputes them.
 """
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 import re
@@ -211,13 +214,21 @@ def model_from_spec(spec, seed=0, cache=None, device="cpu"):
     if name == "fbank" and not value:
         return FbankProbe()
     if name == "random_init" or value.startswith("random:"):
-        return _random_student(name, value.removeprefix("random:") or "tiny", seed)
+        return _to(_random_student(name, value.removeprefix("random:") or "tiny", seed), device)
     if value.startswith("heads:"):
-        return _heads_probe(name, value[len("heads:"):])
+        return _to(_heads_probe(name, value[len("heads:"):]), device)
     if value.startswith("teacher:") or not value:
         card, _, ckpt = (value[len("teacher:"):] if value else name).partition("@")
         return _teacher_probe(name, card, ckpt or None, cache, device)
-    return _student_file(name, value)
+    return _to(_student_file(name, value), device)
+
+
+def _to(probed, device):
+    """Move a student-based probed model to `device` (its fbank runs where the waves are)."""
+    probed.model.to(device)
+    if isinstance(probed, HeadsProbe):
+        probed.heads.to(device)
+    return probed
 
 
 def _read_ckpt(path):
@@ -374,7 +385,8 @@ def extract_features(model, data_dir, cache_root, frame_utts=(), batch_seconds=6
                      force=False):
     """The FeatureSet of `model` on `data_dir`, computed once and then read from the cache."""
     data_dir = os.fspath(data_dir)
-    path = os.path.join(cache_root, model.name, os.path.basename(os.path.normpath(data_dir)))
+    identity = hashlib.sha256(json.dumps(model.identity(), sort_keys=True, default=str).encode()).hexdigest()
+    path = os.path.join(cache_root, f"{model.name}-{identity[:10]}", os.path.basename(os.path.normpath(data_dir)))
     fp = fingerprint({"version": CACHE_VERSION, "model": model.identity(), "frames": sorted(frame_utts),
                       "data_dir": os.path.abspath(data_dir)}, inputs=[data_dir])
     if force or not is_done(path, fp):

@@ -187,10 +187,13 @@ def probe_model(model, available, data_root, cache_root, config, max_frames=2000
 
 
 def run_probe(models, data_root, tasks, out_dir, config=ProbeConfig(), max_frames=20000, force=False,
-              max_frame_utts=200):
-    """Probe every model on every available task; write and return (results, details)."""
+              max_frame_utts=200, cache_root=None):
+    """Probe every model on every available task; write and return (results, details).
+
+    Features are cached under `cache_root` (default <out_dir>/features).
+    """
     available = tasks_mod.available_tasks(tasks, data_root)
-    cache_root = os.path.join(out_dir, "features")
+    cache_root = cache_root or os.path.join(out_dir, "features")
     domains = {task.name: task.domain for task, _ in available}
     results, details = {}, {}
     for model in models:
