@@ -36,7 +36,7 @@ def task_bars(results, models, rows, path):
     ax.set_ylabel("test score (%)")
     ax.set_ylim(0, 100)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncol=min(m, 4), loc="upper center", bbox_to_anchor=(0.5, 1.15))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
 
