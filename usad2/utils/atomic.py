@@ -40,9 +40,11 @@ def atomic_write(path, mode="w", encoding="utf-8"):
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(directory)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = path  # a failed write (disk full) names the output it was for
         raise
 
 
@@ -58,12 +60,42 @@ def atomic_write_bytes(path, data):
         f.write(data)
 
 
+class _WriteErrorKeeper:
+    """File wrapper that remembers the OSError of a failed write.
+
+    torch.save's zip writer turns a failed write (disk full) into an obscure RuntimeError
+    ("unexpected pos ..."); keeping the original lets atomic_torch_save re-raise it.
+    """
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self):
+        return self.f.flush()
+
+
 def atomic_torch_save(obj, path):
-    """`torch.save` to `path` atomically (checkpoints are never half-written)."""
+    """`torch.save` to `path` atomically (checkpoints are never half-written).
+
+    A write that fails (disk full, file size limit) raises its OSError, not torch's RuntimeError.
+    """
     import torch
 
     with atomic_write(path, "wb") as f:
-        torch.save(obj, f)
+        writer = _WriteErrorKeeper(f)
+        try:
+            torch.save(obj, writer)
+        except RuntimeError:
+            if writer.error is None:
+                raise
+            raise writer.error from None
 
 
 @contextlib.contextmanager
@@ -78,8 +110,10 @@ def atomic_dir(path):
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
     try:
         yield tmp
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = path  # a failed write (disk full) names the output it was for
         raise
     old = None
     if os.path.exists(path):

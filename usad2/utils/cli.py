@@ -4,6 +4,7 @@
 instead of a traceback, because such errors are the user's input, not a bug.
 """
 import argparse
+import errno
 import sys
 
 from usad2.errors import Usad2Error
@@ -33,4 +34,21 @@ def run_main(main, argv=None):
     except Usad2Error as e:
         print(f"usad2 error: {e}", file=sys.stderr)
         sys.exit(1)
+    except OSError as e:
+        if e.errno not in _DISK_FULL:
+            raise
+        print(f"usad2 error: {disk_full_message(e)}", file=sys.stderr)
+        sys.exit(1)
     sys.exit(rc or 0)
+
+
+# no space, file size limit (RLIMIT_FSIZE), quota: the user's environment, not a bug in usad2
+_DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+def disk_full_message(error):
+    """One line for a write that failed because the disk (or a size limit or quota) is full."""
+    where = f" writing {error.filename}" if error.filename else ""
+    return (f"{error.strerror or error} (errno {errno.errorcode.get(error.errno, error.errno)}){where}: "
+            "disk full or file size limit reached; outputs already complete are kept (writes are "
+            "atomic), free space and rerun the same command to continue")
