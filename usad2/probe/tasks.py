@@ -80,7 +80,9 @@ class Task:
 # The demo corpus (usad2.data.demo): >= 3 speech, 2 general-audio, 3 music and frame-level tasks.
 DEMO_SUITE = (
     Task("word", "speech", "utt2word"),
+    Task("word_category", "speech", "utt2word_category"),
     Task("language", "speech", "utt2language"),
+    # the demo corpus holds its test voices out (no leakage), so this one is skipped there
     Task("voice", "speech", ("utt2voice", "utt2spk_label")),
     Task("sound_class", "audio", "utt2sound_class"),
     Task("drum_class", "audio", ("utt2drum_class", "utt2drum", "utt2kit")),
