@@ -72,3 +72,10 @@ def test_collectives_are_identities_without_a_process_group():
     assert dist.all_reduce_sum(t) is t and t.tolist() == [1.0, 2.0]
     assert dist.gather_objects({"a": 1}) == [{"a": 1}]
     assert dist.broadcast_object(5) == 5
+
+
+def test_which_launches_need_a_process_group():
+    assert dist.DistEnv(0, 0, 1, "torchrun").needs_process_group  # torchrun --nproc-per-node 1: DDP too
+    assert not dist.DistEnv(0, 0, 1, "slurm").needs_process_group  # a lone Slurm task has no rendezvous
+    assert not dist.DistEnv().needs_process_group
+    assert dist.DistEnv(1, 0, 2, "slurm").needs_process_group

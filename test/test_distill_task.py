@@ -247,8 +247,8 @@ def test_online_and_offline_targets_give_equal_loss(tmp_path, cards):
     dd = load_data_dir(data)
     for s in specs:
         loaders = [(u, (lambda u=u: load_audio(dd.source(u).path, name=u))) for u in dd.utt_ids]
-        assert run_extraction(loaders, teachers[s.name], str(tmp_path / "targets" / s.name / "dev"),
-                              layers[s.name], nj=2, progress=False)
+        assert run_extraction(loaders, teachers[s.name].card, lambda s=s: teachers[s.name],
+                              str(tmp_path / "targets" / s.name / "dev"), layers[s.name], nj=2, progress=False)
     online = OnlineTargets(teachers, layers).get(batch)
     offline = OfflineTargets(str(tmp_path / "targets"), "dev", {s.name: load_card(s.name, cards) for s in specs},
                              layers).get(batch)

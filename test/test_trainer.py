@@ -250,3 +250,33 @@ def test_rerun_with_other_options_is_refused(corpus, stage1):
     out = os.path.dirname(os.path.dirname(stage1))
     with pytest.raises(ConfigError, match="teachers"):
         main(argv(corpus, out, 8, "--teachers", "tiny_speech", dev=False))
+
+
+def test_config_file_aliases_and_init_dir(tmp_path, stage1):
+    from usad2.bin.distill import parse_args
+
+    cfg = tmp_path / "distill.yaml"
+    cfg.write_text("max_steps: 7\nteachers: [a, b]\nstudent: small\nlr: 0.001\n")
+    args = parse_args(["--config", str(cfg), "--train_dir", "tr", "--out_dir", "o", "--lr", "0.5",
+                       "--init", os.path.dirname(os.path.dirname(stage1))])
+    assert (args.max_steps, args.teachers, args.preset, args.lr) == (7, ["a", "b"], "small", 0.5)
+    assert (args.train_data, args.out) == ("tr", "o")
+    assert args.init == stage1  # an experiment dir means its last.pt (no best.pt without dev)
+    assert parse_args(["--train_data", "t", "--out", "o", "--targets_dir", "x",
+                       "--teacher_mode", "online"]).targets_dir is None
+    with pytest.raises(ConfigError, match="needs --targets_dir"):
+        parse_args(["--train_data", "t", "--out", "o", "--teacher_mode", "offline"])
+    cfg.write_text("max_stepz: 3\n")
+    with pytest.raises(ConfigError, match="unknown option 'max_stepz'"):
+        parse_args(["--config", str(cfg), "--train_data", "t", "--out", "o"])
+    with pytest.raises(ConfigError, match="--out is required"):
+        parse_args(["--train_data", "t"])
+
+
+def test_bf16_autocast_and_grad_accum_on_cpu(corpus, tmp_path):
+    out = str(tmp_path / "bf16")
+    main(argv(corpus, out, 3, "--precision", "bf16", "--grad_accum", "2", dev=False))
+    rows = losses(out)
+    assert sorted(rows) == [1, 2, 3] and all(0 < r["loss"] < 50 for r in rows.values())
+    # two micro-batches of 4 s per step
+    assert rows[3]["audio_hours"] == pytest.approx(3 * 2 * 4 / 3600, rel=0.05)

@@ -18,6 +18,9 @@ import os
 import shlex
 import sys
 
+import yaml
+
+from usad2.errors import ConfigError
 from usad2.utils.atomic import atomic_write_text
 from usad2.utils.cli import make_parser, run_main, str2bool
 from usad2.utils.log import log_invocation, setup_logging
@@ -30,15 +33,21 @@ def _names(text):
 def build_parser():
     p = make_parser(__doc__.splitlines()[0])
     a = p.add_argument
-    a("--train_data", required=True, help="training data dir (with utt2domain, optional utt2weight)")
-    a("--dev_data", default=None, help="dev data dir (dev loss, best checkpoint); none: no dev loss")
+    a("--config", default=None, help="YAML file of option values (keys as below); the command line wins")
+    a("--train_data", "--train_dir", dest="train_data", default=None,
+      help="training data dir (with utt2domain, optional utt2weight); required")
+    a("--dev_data", "--dev_dir", dest="dev_data", default=None,
+      help="dev data dir (dev loss, best checkpoint); none: no dev loss")
     a("--teachers", type=_names, default=[], help="stage-1 teachers (card names, comma-separated), K-sparse mapping")
-    a("--targets_dir", default=None, help="offline targets root (<dir>/<teacher>/<set>); default: online teachers")
+    a("--targets_dir", default=None, help="offline targets root (<dir>/<teacher>/<set>)")
+    a("--teacher_mode", default="auto", choices=["auto", "online", "offline"],
+      help="online: teachers run in the step; offline: read --targets_dir; auto: offline iff --targets_dir")
     a("--teacher_cards", default=None, help="directory of user teacher cards (overrides the package's)")
     a("--plugins", type=_names, default=[], help="Python modules to import first (they register teacher families)")
-    a("--preset", default="tiny", help="student size: tiny, small, base, large, xlarge, xxlarge")
+    a("--preset", "--student", dest="preset", default="tiny",
+      help="student size: tiny, small, base, large, xlarge, xxlarge")
     a("--dropout", type=float, default=None, help="override the preset's dropout (and attention dropout)")
-    a("--out", required=True, help="experiment directory exp/<tag>")
+    a("--out", "--out_dir", dest="out", default=None, help="experiment directory exp/<tag>; required")
     a("--k", type=int, default=4, help="number of sparse layer pairs per teacher")
     a("--omega", type=float, default=10.0, help="domain weight ω (1 = USAD v1 uniform weights)")
     a("--any_weight", type=float, default=1.0, help="weight of teachers of domain 'any'")
@@ -66,7 +75,8 @@ def build_parser():
     a("--target_norm", default="none", choices=["none", "standardize"],
       help="per-dimension target standardisation (see usad2.distill.trainer for the measurement)")
     a("--norm_batches", type=int, default=20, help="training batches used for the target statistics")
-    a("--init", default=None, help="stage-1 training checkpoint or export to start from")
+    a("--init", default=None, help="stage-1 training checkpoint, export, or experiment dir (its best.pt, "
+      "else last.pt) to start from")
     a("--drop_stage1", type=str2bool, default=True, help="with --stage2_teachers: drop the stage-1 teachers and heads")
     a("--stage2_teachers", type=_names, default=[], help="teachers whose LAST layer is distilled (stage 2)")
     a("--stage2_student_layer", type=int, default=-1, help="student layer predicting them (-1 = last)")
@@ -94,12 +104,66 @@ def replay_script(argv, env=None, cwd=None):
             f"cd {shlex.quote(cwd or os.getcwd())}\n" + " ".join(shlex.quote(c) for c in cmd) + "\n")
 
 
+def parse_args(argv):
+    """Options from --config (YAML, safe_load) overridden by the command line; checked."""
+    parser = build_parser()
+    first, _ = parser.parse_known_args(argv)
+    if first.config:
+        parser.set_defaults(**config_defaults(first.config, parser))
+    args = parser.parse_args(argv)
+    for name in ("train_data", "out"):
+        if not getattr(args, name):
+            raise ConfigError(f"--{name} is required (on the command line or in --config)")
+    if args.teacher_mode == "online":
+        args.targets_dir = None
+    elif args.teacher_mode == "offline" and not args.targets_dir:
+        raise ConfigError("--teacher_mode offline needs --targets_dir")
+    args.init = resolve_init(args.init)
+    return args
+
+
+def config_defaults(path, parser):
+    """{dest: value} from a YAML config; unknown keys are an error naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"--config {path}: cannot read: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of option names to values")
+    known = {a.dest: a for a in parser._actions}
+    out = {}
+    for key, value in data.items():
+        dest = str(key).lstrip("-").replace("-", "_")
+        action = known.get({"train_dir": "train_data", "dev_dir": "dev_data", "out_dir": "out",
+                            "student": "preset"}.get(dest, dest))
+        if action is None or dest in ("help", "config"):
+            raise ConfigError(f"--config {path}: unknown option {key!r}")
+        if isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        out[action.dest] = action.type(str(value)) if action.type and value is not None else value
+    return out
+
+
+def resolve_init(path):
+    """An experiment dir stands for its checkpoints/best.pt (else last.pt)."""
+    if path and os.path.isdir(path):
+        for name in ("best.pt", "last.pt"):
+            candidate = os.path.join(path, "checkpoints", name)
+            if os.path.exists(candidate):
+                return candidate
+        raise ConfigError(f"--init {path}: a directory without checkpoints/best.pt or last.pt")
+    return path
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     cfg = vars(args)
+    cfg.pop("config")
     rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
-    log_file = os.path.join(args.out, "train.log" if rank == 0 else f"logs/train.rank{rank}.log")
+    # distill.log, not train.log: recipes redirect the launcher's output into train.log
+    log_file = os.path.join(args.out, "distill.log" if rank == 0 else f"logs/distill.rank{rank}.log")
     logger = setup_logging(log_file=log_file)
     log_invocation(logger)
     if rank == 0:

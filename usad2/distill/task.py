@@ -85,8 +85,16 @@ class DistillModel(nn.Module):
         self.heads = build_heads(shapes, d_model, head_hidden)
         self.head_inputs = {head_key(s.name, t): layer for s in specs for layer, t in s.pairs}
 
+    @property
+    def uses_every_layer(self):
+        """False when some student layers feed no head (DDP must then look for unused parameters)."""
+        return max(self.head_inputs.values()) == self.student.config.num_layers
+
     def forward(self, wavs, lengths):
-        out = self.student(wavs, lengths)
+        # the fbank front end always runs in float32, outside any bf16 autocast of the caller
+        with torch.autocast(device_type=wavs.device.type, enabled=False):
+            feats, feat_lengths = self.student.features(wavs, lengths)
+        out = self.student.encoder(feats, feat_lengths)
         preds = {key: self.heads[key](out.hidden_states[layer]) for key, layer in self.head_inputs.items()}
         return preds, out.lengths
 

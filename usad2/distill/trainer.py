@@ -371,7 +371,7 @@ class Trainer:
         if self.cfg["fsdp"]:
             from torch.distributed.fsdp import fully_shard
 
-            if self.env.distributed:
+            if dist.is_initialized():
                 for block in model.student.encoder.layers:
                     fully_shard(block)
                 fully_shard(model)
@@ -381,11 +381,12 @@ class Trainer:
                     if hasattr(module, "set_force_sum_reduction_for_comms"):
                         module.set_force_sum_reduction_for_comms(True)
             self.model = model
-        elif self.env.distributed:
+        elif dist.is_initialized():
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [torch.device(self.device).index] if str(self.device).startswith("cuda") else None
-            self.model = DistributedDataParallel(model, device_ids=ids)
+            self.model = DistributedDataParallel(model, device_ids=ids,
+                                                 find_unused_parameters=not model.uses_every_layer)
         else:
             self.model = model
 
@@ -417,7 +418,7 @@ class Trainer:
     # -- state dicts (FSDP-aware)
     def _full_state(self):
         """(model state, optimizer state), full and on CPU; a collective under FSDP."""
-        if self.cfg["fsdp"] and self.env.distributed:
+        if self.cfg["fsdp"] and dist.is_initialized():
             from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                                  get_optimizer_state_dict)
 
@@ -427,7 +428,7 @@ class Trainer:
         return ({k: v.detach().cpu() for k, v in self.raw_model.state_dict().items()}, self.optimizer.state_dict())
 
     def _load_optimizer(self, state):
-        if self.cfg["fsdp"] and self.env.distributed:
+        if self.cfg["fsdp"] and dist.is_initialized():
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
             set_optimizer_state_dict(self.model, self.optimizer, state,
@@ -467,14 +468,17 @@ class Trainer:
                 merged[k] = merged.get(k, 0.0) + v / accum
             seconds, frames = seconds + float(sums[0]) / 16000.0, frames + float(sums[1])
         grad_norm = clip_gradients(self.model.parameters(), self.cfg["clip_grad"],
-                                   sharded=self.cfg["fsdp"] and self.env.distributed)
+                                   sharded=self.cfg["fsdp"] and dist.is_initialized())
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
         self.hours += seconds / 3600.0
         self.flops += 6.0 * self.num_params * frames
-        merged.update(step=self.step, lr=lr, grad_norm=float(grad_norm), audio_hours=self.hours, flops=self.flops)
+        merged.update(step=self.step, lr=lr, grad_norm=float(grad_norm), audio_hours=self.hours, flops=self.flops,
+                      wall_time=time.time())
+        if str(self.device).startswith("cuda"):
+            merged["gpu_max_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
         return merged
 
     # -- evaluation
@@ -483,7 +487,7 @@ class Trainer:
         """Dev loss in original target units over the whole dev set (all ranks)."""
         self.model.eval()
         acc = EvalAccumulator(self.task)
-        fsdp = self.cfg["fsdp"] and self.env.distributed
+        fsdp = self.cfg["fsdp"] and dist.is_initialized()
         module = self.model.module if isinstance(self.model, torch.nn.parallel.DistributedDataParallel) else self.model
         for batch in self.dev_pipe:
             if len(batch) == 0:
@@ -563,7 +567,7 @@ class Trainer:
             if self.step % cfg["save_every"] == 0 or final:
                 self.save(dev)
             bar.update(1)
-            bar.set_postfix(loss=f"{metrics['loss']:.3f}")
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", refresh=False)
             last = metrics
         bar.close()
         if self.tb is not None:

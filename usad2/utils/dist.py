@@ -12,6 +12,7 @@ The process group uses nccl on CUDA and gloo on CPU, so the same code runs `torc
 """
 import dataclasses
 import datetime
+import logging
 import os
 import re
 
@@ -33,6 +34,12 @@ class DistEnv:
     @property
     def distributed(self):
         return self.world_size > 1
+
+    @property
+    def needs_process_group(self):
+        """Several processes, or one started by torchrun (so `torchrun --nproc-per-node 1` on a
+        GPU still runs DDP over nccl, exactly as a larger launch would)."""
+        return self.world_size > 1 or self.source == "torchrun"
 
 
 def _int(env, name):
@@ -101,16 +108,25 @@ def pick_device(dist_env, requested="auto"):
 
 
 def init(dist_env, device, timeout_minutes=30):
-    """Initialise the default process group (env:// rendezvous) when world_size > 1."""
+    """Initialise the default process group (env:// rendezvous) when `needs_process_group`."""
     import torch
     import torch.distributed as dist
 
-    if not dist_env.distributed or dist.is_initialized():
+    if not dist_env.needs_process_group or dist.is_initialized():
         return
     if str(device).startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
     dist.init_process_group(backend_for(device), rank=dist_env.rank, world_size=dist_env.world_size,
                             timeout=datetime.timedelta(minutes=timeout_minutes))
+    logging.getLogger("usad2").info("process group: backend %s, rank %d of %d (local rank %d, from %s)",
+                                    backend_for(device), dist_env.rank, dist_env.world_size,
+                                    dist_env.local_rank, dist_env.source)
+
+
+def is_initialized():
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
 
 
 def shutdown():
