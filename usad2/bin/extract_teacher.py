@@ -11,7 +11,7 @@ The fingerprint covers the data dir's index files, not the audio files' content.
 """
 from usad2.data.datadir import load_data_dir
 from usad2.targets.extract import default_layers, run_extraction
-from usad2.teachers.registry import build_teacher
+from usad2.teachers.registry import build_teacher, load_card, with_overrides
 from usad2.utils.cli import make_parser, run_main, str2bool
 from usad2.utils.log import log_invocation, setup_logging
 
@@ -46,19 +46,22 @@ def extract_teacher(data, teacher, out, checkpoint=None, layers=None, k=4, nj=1,
                     job=None, dtype="float16", device="cpu", allow_pipes=False, card_dir=None,
                     force=False, progress=True):
     """Plain-function form of the command; returns True when the merged targets are complete."""
-    from usad2.audio.io import load_audio
-
     data_dir = load_data_dir(data, allow_pipes=allow_pipes)
-    model = build_teacher(teacher, device=device, card_dirs=card_dir, checkpoint=checkpoint)
-    layers = layers or default_layers(model.card, k)
+    card = with_overrides(load_card(teacher, card_dir), checkpoint)
+    layers = layers or default_layers(card, k)
     def loader(utt):
         src = data_dir.source(utt)
-        return lambda: load_audio(src.path, name=utt, allow_pipes=allow_pipes, start=src.start or None,
-                                  end=src.end)
+
+        def load():
+            from usad2.audio.io import load_audio  # imports torch: only when a shard has work
+
+            return load_audio(src.path, name=utt, allow_pipes=allow_pipes, start=src.start or None,
+                              end=src.end)
+        return load
 
     items = [(utt, loader(utt)) for utt in data_dir.utt_ids]
-    fp_args = {"card": model.card.to_dict(), "checkpoint": checkpoint, "k": k}
-    return run_extraction(items, model, out, layers, nj=nj, jobs=[job] if job else None, dtype=dtype,
+    fp_args = {"card": card.to_dict(), "checkpoint": checkpoint, "k": k}
+    return run_extraction(items, card, lambda: build_teacher(card, device=device), out, layers, nj=nj, jobs=[job] if job else None, dtype=dtype,
                           fingerprint_args=fp_args, inputs=[data], force=force, progress=progress)
 
 

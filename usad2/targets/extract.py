@@ -77,11 +77,13 @@ def _stamp_mtime(directory):
         return None
 
 
-def run_extraction(utt_loaders, teacher, out_dir, layers, nj=1, jobs=None, dtype="float16",
+def run_extraction(utt_loaders, card, build_teacher, out_dir, layers, nj=1, jobs=None, dtype="float16",
                    fingerprint_args=None, inputs=(), force=False, progress=True):
     """Extract the shards `jobs` (default all 1..nj) and, when all are done, merge them.
 
     utt_loaders: sorted list of (utt, loader) where loader() returns the 16 kHz waveform.
+    card: the teacher's card; build_teacher(): the teacher, built only when a shard needs work,
+    so a rerun over finished shards (or the merge call) never loads a model.
     `force` redoes the shards of this call only (so concurrent `--job` runs never touch each
     other's shards). The merge is redone when a shard is newer than the merged output.
     Returns True when the merged output is complete.
@@ -93,12 +95,14 @@ def run_extraction(utt_loaders, teacher, out_dir, layers, nj=1, jobs=None, dtype
     def shard_fp(job):
         return stamp.fingerprint(dict(base_args, job=job, utts=[u for u, _ in shards[job - 1]]), inputs)
 
+    teacher = None
     for job in jobs or range(1, nj + 1):
         shard_dir = os.path.join(out_dir, "shards", str(job))
         if not force and stamp.is_done(shard_dir, shard_fp(job)):
-            logger.info("%s shard %d/%d: done already, skipping", teacher.name, job, nj)
+            logger.info("%s shard %d/%d: done already, skipping", card.name, job, nj)
             continue
-        logger.info("%s shard %d/%d: %d utterances", teacher.name, job, nj, len(shards[job - 1]))
+        logger.info("%s shard %d/%d: %d utterances", card.name, job, nj, len(shards[job - 1]))
+        teacher = teacher or build_teacher()
         extract_shard(shards[job - 1], teacher, layers, shard_dir, shard_fp(job), dtype, progress=progress)
     shard_dirs = [os.path.join(out_dir, "shards", str(j)) for j in range(1, nj + 1)]
     if not all(stamp.is_done(d, shard_fp(j)) for j, d in enumerate(shard_dirs, 1)):
@@ -108,11 +112,11 @@ def run_extraction(utt_loaders, teacher, out_dir, layers, nj=1, jobs=None, dtype
     if stamp.is_done(out_dir, final_fp) and all(_stamp_mtime(d) <= merged_at for d in shard_dirs):
         return True
     merge_shards(out_dir, layers, nj)
-    meta = {"teacher": teacher.card.to_dict(), "layers": list(layers), "dtype": dtype, "nj": nj,
-            "frame_rate": str(teacher.frame_rate), "frame_offset": teacher.frame_offset,
-            "widths": [teacher.width(k) for k in layers]}
+    meta = {"teacher": card.to_dict(), "layers": list(layers), "dtype": dtype, "nj": nj,
+            "frame_rate": str(card.frame_rate), "frame_offset": card.frame_offset,
+            "widths": [card.layer_width(k) for k in layers]}
     atomic_write_text(os.path.join(out_dir, "meta.json"), json.dumps(meta, indent=1, default=str) + "\n")
     stamp.mark_done(out_dir, final_fp)
-    logger.info("%s: merged %d shards into %s (%s)", teacher.name, nj, out_dir,
+    logger.info("%s: merged %d shards into %s (%s)", card.name, nj, out_dir,
                 ", ".join(layer_name(k) + ".scp" for k in layers))
     return True
