@@ -1,10 +1,15 @@
-"""Helpers of bench/gpu_check.sh: a synthetic corpus, a random-weight WavLM teacher, and reports.
+"""Helpers of bench/gpu_check.sh: synthetic batches, a random-weight WavLM teacher, and reports.
 
 Runs where nothing can be downloaded: the teacher is a full-size WavLM Base architecture with
 random weights (`transformers.WavLMConfig()` defaults), saved with save_pretrained and loaded
 through usad2's own hf_wavlm family, so the CUDA path is exactly the real teacher's.
 
-    python bench/gpu_check.py prepare WORK      corpus WORK/train, WORK/dev; card dir WORK/cards
+The GPU image has its own torch but neither fairseq2 nor soundfile, so the data pipeline is
+replaced by a synthetic stand-in with the same interface: importing this module through the
+trainer's `--plugins bench.gpu_check` installs it. The real pipeline is CPU-side code, tested on
+the CPU machines; this check is about the CUDA side (bf16, nccl, FSDP, teachers on the GPU).
+
+    python bench/gpu_check.py prepare WORK      random WavLM checkpoint and its card in WORK/cards
     python bench/gpu_check.py extract WORK      time teacher extraction on CUDA
     python bench/gpu_check.py report EXP...     steps/s, audio s/s, losses, memory from metrics.jsonl
 """
@@ -27,30 +32,82 @@ def require_cuda():
     return torch
 
 
-def write_corpus(path, n, seconds, seed):
-    """n utterances per domain of tones / noise / harmonic 'speech', 16 kHz float WAV."""
-    import soundfile
+class _Batch:
+    """The fields of usad2.data.pipeline.Batch that the trainer reads."""
 
-    from usad2.data.datadir import DataDir
+    def __init__(self, utts, wavs, lengths, domains):
+        import torch
 
-    rng = np.random.default_rng(seed)
-    wav_dir = path + "_wav"
-    os.makedirs(wav_dir, exist_ok=True)
-    wav, dom, num = {}, {}, {}
+        self.utts, self.wavs, self.lengths, self.domains = utts, wavs, lengths, domains
+        self.crop_starts = torch.zeros_like(lengths)
+        self.full_lengths = lengths.clone()
+        self.labels = {}
+
+    def __len__(self):
+        return len(self.utts)
+
+
+def _synth_batch(step, n, seconds, seed, rank, world_size):
+    """Global batch `step` of n clips (tones, noise, harmonic 'speech'), sliced for `rank`."""
+    import torch
+
+    rng = np.random.default_rng([seed, step])
     t = np.arange(int(seconds * SR)) / SR
-    for domain in ("speech", "audio", "music"):
-        for i in range(n):
-            f0 = rng.uniform(80, 400)
-            if domain == "audio":
-                x = rng.standard_normal(len(t)) * (np.sin(2 * np.pi * rng.uniform(1, 4) * t) > 0)
-            else:
-                x = sum(np.sin(2 * np.pi * h * f0 * t * (1 + 0.1 * np.sin(t))) / h for h in range(1, 8))
-            x = (0.5 * x / np.abs(x).max()).astype(np.float32)
-            utt = f"{domain}_{i:03d}"
-            p = os.path.join(wav_dir, utt + ".wav")
-            soundfile.write(p, x, SR, subtype="FLOAT")
-            wav[utt], dom[utt], num[utt] = os.path.abspath(p), domain, len(x)
-    DataDir(wav, utt2domain=dom, utt2num_samples=num).write(path)
+    utts, waves, domains = [], [], []
+    for i in range(n):
+        domain = ("speech", "audio", "music")[(step + i) % 3]
+        f0 = rng.uniform(80, 400)
+        if domain == "audio":
+            x = rng.standard_normal(len(t)) * (np.sin(2 * np.pi * rng.uniform(1, 4) * t) > 0)
+        else:
+            x = sum(np.sin(2 * np.pi * h * f0 * t * (1 + 0.1 * np.sin(t))) / h for h in range(1, 8))
+        utts.append(f"{domain}_{step}_{i}")
+        waves.append(torch.from_numpy((0.5 * x / np.abs(x).max()).astype(np.float32)))
+        domains.append(domain)
+    keep = list(range(rank, n, world_size))
+    wavs = torch.stack([waves[i] for i in keep])
+    return _Batch([utts[i] for i in keep], wavs, torch.full((len(keep),), wavs.shape[1]), [domains[i] for i in keep])
+
+
+class SyntheticTrainPipeline:
+    """Stand-in for TrainPipeline on machines without fairseq2 / soundfile (the GPU image):
+    endless synthetic batches of batch_seconds / crop_seconds clips, exact resume by step."""
+
+    def __init__(self, data_dir, *, batch_seconds=80.0, crop_seconds=10.0, seed=0, rank=0, world_size=1, **_):
+        self.n = max(world_size, int(batch_seconds // crop_seconds))
+        self.seconds, self.seed, self.rank, self.world_size = crop_seconds, seed, rank, world_size
+        self.step = 0
+
+    def state_dict(self):
+        return {"step": self.step}
+
+    def load_state_dict(self, state):
+        self.step = int(state["step"])
+
+    def __iter__(self):
+        while True:
+            batch = _synth_batch(self.step, self.n, self.seconds, self.seed, self.rank, self.world_size)
+            self.step += 1
+            yield batch
+
+
+class SyntheticEvalPipeline:
+    """Two fixed synthetic dev batches."""
+
+    def __init__(self, data_dir, *, batch_seconds, rank=0, world_size=1, **_):
+        self.n, self.rank, self.world_size = max(world_size, int(batch_seconds // 4)), rank, world_size
+
+    def __iter__(self):
+        return iter([_synth_batch(10**6 + i, self.n, 4.0, 0, self.rank, self.world_size) for i in range(2)])
+
+
+def install_pipeline_stand_in():
+    """Make `usad2.data.pipeline` the synthetic stand-in (imported as a --plugins module)."""
+    import types
+
+    module = types.ModuleType("usad2.data.pipeline")
+    module.TrainPipeline, module.EvalPipeline = SyntheticTrainPipeline, SyntheticEvalPipeline
+    sys.modules["usad2.data.pipeline"] = module
 
 
 def write_teacher(work):
@@ -73,10 +130,8 @@ def write_teacher(work):
 
 def prepare(work):
     os.makedirs(work, exist_ok=True)
-    write_corpus(os.path.join(work, "train"), 24, 4.0, 1)
-    write_corpus(os.path.join(work, "dev"), 4, 4.0, 2)
     write_teacher(work)
-    print(f"prepared {work}: train 72 x 4 s, dev 12 x 4 s, random WavLM Base teacher card gpu_wavlm")
+    print(f"prepared {work}: random WavLM Base teacher card gpu_wavlm")
 
 
 def extract(work):
@@ -138,3 +193,5 @@ def main(argv):
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+else:
+    install_pipeline_stand_in()

@@ -72,8 +72,8 @@ def build_parser():
     a("--seed", type=int, default=0, help="random seed")
     a("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16 autocast for the student")
     a("--fsdp", type=str2bool, default=False, help="shard the student with FSDP instead of DDP")
-    a("--target_norm", default="none", choices=["none", "standardize"],
-      help="per-dimension target standardisation (see usad2.distill.trainer for the measurement)")
+    a("--target_norm", default="standardize", choices=["none", "standardize"],
+      help="per-dimension target standardisation (default chosen by measurement: usad2.distill.task)")
     a("--norm_batches", type=int, default=20, help="training batches used for the target statistics")
     a("--init", default=None, help="stage-1 training checkpoint, export, or experiment dir (its best.pt, "
       "else last.pt) to start from")

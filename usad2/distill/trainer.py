@@ -284,7 +284,10 @@ class Trainer:
         self.train_iter = iter(self.train_pipe)
         self.num_params = sum(p.numel() for p in self.model.parameters())
         if dist_env.is_main:
-            from tensorboardX import SummaryWriter
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError:  # torch's own writer (needs the tensorboard package)
+                from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(os.path.join(self.out, "tensorboard"))
         else:

@@ -114,10 +114,12 @@ def init(dist_env, device, timeout_minutes=30):
 
     if not dist_env.needs_process_group or dist.is_initialized():
         return
+    extra = {}
     if str(device).startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
+        extra["device_id"] = torch.device(device)  # binds nccl to this GPU (barriers need it)
     dist.init_process_group(backend_for(device), rank=dist_env.rank, world_size=dist_env.world_size,
-                            timeout=datetime.timedelta(minutes=timeout_minutes))
+                            timeout=datetime.timedelta(minutes=timeout_minutes), **extra)
     logging.getLogger("usad2").info("process group: backend %s, rank %d of %d (local rank %d, from %s)",
                                     backend_for(device), dist_env.rank, dist_env.world_size,
                                     dist_env.local_rank, dist_env.source)
