@@ -207,7 +207,7 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
         log "Stage 6: distill stage 2: skipped (--run_plus false)"
     elif has_verb distill; then
         log "Stage 6: distill stage 2 (\"+\") -> ${plus_dir}/"
-        mapfile -t _o < <(opt_if teachers "${plus_teachers}"; opt_if config "${plus_config}")
+        mapfile -t _o < <(opt_if stage2_teachers "${plus_teachers}"; opt_if config "${plus_config}")
         "${train_launcher[@]}" "${plus_dir}/train.log" "${train_prefix[@]}" usad2.bin.distill \
             "${_o[@]+"${_o[@]}"}" --init "${expdir}/${tag}" --teacher_mode "${teacher_mode}" \
             --train_dir "${dumpdir}/raw/${train_set}_mix" --dev_dir "${dumpdir}/raw/${dev_set}" \
