@@ -8,7 +8,7 @@
 #   bench/gpu_check.sh [WORKDIR]      (default: a temporary directory, removed at the end)
 # The data pipeline is a synthetic stand-in there (bench/gpu_check.py says why).
 # Measured 2026-11-26 on one H100 80GB (torch 2.11.0+cu130, transformers 5.17), 2 min in all:
-#   WavLM Base extraction 0.93 ms per audio second (8 x 10 s, bf16 off, teacher fp32);
+#   WavLM Base extraction 0.93 ms per audio second (8 x 10 s, teacher in fp32);
 #   small student, bf16, online WavLM teacher, 64 s batches: DDP/nccl 2.48 steps/s (159 audio s/s,
 #   2.4 GB peak), FSDP/nccl 2.42 steps/s (2.3 GB); both loss curves 0.6637 -> 0.4218 over 40 steps.
 set -euo pipefail

@@ -18,10 +18,18 @@ pruning to the last `keep_last` step files never removes them. Rerunning the sam
 from the newest step file; the loss sequence then continues exactly as without interruption
 (CPU, same world size: data state and RNG states are restored).
 
-Logs: `<out>/train.log` (text), `<out>/metrics.jsonl` (one JSON object per step: loss, loss per
-teacher layer, lr, grad norm, audio hours seen, model FLOPs, and the dev losses), TensorBoard
-under `<out>/tensorboard`, and a tqdm bar on rank 0. FLOPs are estimated as
-6 x (student + head parameters) x student frames (forward + backward of a dense model).
+Logs: `<out>/distill.log` (text; other ranks under `<out>/logs/`), `<out>/metrics.jsonl` (one
+JSON object per step: loss, loss per teacher layer, lr, grad norm, audio hours seen, model
+FLOPs, wall time, and the dev losses; a resumed run appends the steps after its checkpoint
+again, the last line of a step wins), TensorBoard under `<out>/tensorboard`, and a tqdm bar on
+rank 0. FLOPs are estimated as 6 x (student + head parameters) x student frames (forward +
+backward of a dense model; attention's quadratic term and the fbank are left out).
+
+Gradient accumulation: each micro-batch is normalised by its own global frame count and the
+micro-batch losses are averaged (a step's frames are not known before its last micro-batch).
+Under FSDP the gradients are reduced with SUM and divided by the world size (see `_wrap`), and
+the clipping norm is summed over the shards (`clip_gradients`); the 2-process FSDP run
+reproduces the single-process loss curve on CPU (test_trainer.py).
 """
 import contextlib
 import glob
