@@ -45,8 +45,8 @@ teachers=""             # stage-1 teacher cards, comma-separated (empty: the ver
 plus_teachers=""        # stage-2 teacher cards, comma-separated
 teacher_mode=offline    # offline: targets extracted in stage 4; online: teachers run in training
 student=tiny            # student preset (tiny, small, base, large, xlarge, xxlarge)
-distill_config=""       # YAML config of stage 5 (empty: the verb's defaults)
-plus_config=""          # YAML config of stage 6 (empty: the verb's defaults)
+distill_config=""       # YAML config of stage 5 (empty: conf/distill_<demo_size>.yaml if present, else the verb's defaults)
+plus_config=""          # YAML config of stage 6 (empty: conf/plus_<demo_size>.yaml if present, else the verb's defaults)
 run_plus=false          # true: run stage 6 (the "+" stage-2 training)
 export_checkpoint=last.pt  # checkpoint (under <exp>/checkpoints/) that stage 7 exports
 distill_args=""         # extra options for stage 5 and 6 (e.g. "--max_steps 100")
@@ -77,6 +77,12 @@ if [ ! -x "${python}" ] && ! command -v "${python}" > /dev/null; then
     die "--python: '${python}' not found (run tools/setup.sh or pass --python)"
 fi
 tag=${tag:-usad2_${student}_${teacher_mode}}
+if [ -z "${distill_config}" ] && [ -f "conf/distill_${demo_size}.yaml" ]; then
+    distill_config="conf/distill_${demo_size}.yaml"
+fi
+if [ -z "${plus_config}" ] && [ -f "conf/plus_${demo_size}.yaml" ]; then
+    plus_config="conf/plus_${demo_size}.yaml"
+fi
 read -ra train_launcher <<< "${train_cmd}"
 read -ra extract_launcher <<< "${extract_cmd}"
 read -ra local_data_args <<< "${local_data_opts}"
