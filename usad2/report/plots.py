@@ -24,7 +24,7 @@ def _save(fig, path):
 def task_bars(results, models, rows, path):
     """Grouped bars: rows = [(label, {model: score})] in display order."""
     n, m = len(rows), len(models)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * n * max(1, m) / 3 + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(min(16.0, max(7.0, 0.16 * n * max(1, m) + 3)), 5.0))
     width = 0.8 / max(1, m)
     x = np.arange(n)
     cmap = plt.get_cmap("tab10")
