@@ -195,7 +195,7 @@ def test_probe_command_end_to_end(corpus, tmp_path, capfd):
     assert set(d["test"]) == {"accuracy", "macro_f1"} and d["hparams"]["lr"] == 0.01
     assert details["fbank"]["pitch_class"]["num_examples"] == {"train": 24, "dev": 9, "test": 12}
     # features are cached and stamped; a second run with the same arguments is skipped
-    assert len(list((out / "features").glob("fbank-*/train/.done"))) == 1
+    assert len(list((out / "features").glob("fbank-*/train-*/.done"))) == 1
     probe_bin.main(argv)
     assert "is up to date" in capfd.readouterr().err
 

@@ -12,8 +12,9 @@ A probed model turns a 16 kHz batch into layers of (B, T, D) frames at its own f
 
 `model_from_spec` builds one from a command-line spec (see its docstring).
 
-Cache: `<cache_root>/<model name>-<hash of its identity>/<data dir name>/` (so experiments can
-share one cache: teachers and baselines are computed once, each student gets its own) holds `pooled.npz` (per layer the mean over
+Cache: `<cache_root>/<model name>-<hash of its identity>/<data dir name>-<hash of its path>/`
+(so experiments can share one cache: teachers and baselines are computed once, each student
+and each corpus gets its own) holds `pooled.npz` (per layer the mean over
 valid frames of every utterance, float32) and `frames.npz` (per layer the frames of the
 utterances a frame-level task needs, float16, concatenated with offsets), plus a `.done` stamp
 whose fingerprint covers the model's identity, the data dir's index files and the frame list,
@@ -386,7 +387,9 @@ def extract_features(model, data_dir, cache_root, frame_utts=(), batch_seconds=6
     """The FeatureSet of `model` on `data_dir`, computed once and then read from the cache."""
     data_dir = os.fspath(data_dir)
     identity = hashlib.sha256(json.dumps(model.identity(), sort_keys=True, default=str).encode()).hexdigest()
-    path = os.path.join(cache_root, f"{model.name}-{identity[:10]}", os.path.basename(os.path.normpath(data_dir)))
+    where = hashlib.sha256(os.path.abspath(data_dir).encode()).hexdigest()[:8]
+    path = os.path.join(cache_root, f"{model.name}-{identity[:10]}",
+                        f"{os.path.basename(os.path.normpath(data_dir))}-{where}")
     fp = fingerprint({"version": CACHE_VERSION, "model": model.identity(), "frames": sorted(frame_utts),
                       "data_dir": os.path.abspath(data_dir)}, inputs=[data_dir])
     if force or not is_done(path, fp):
