@@ -8,6 +8,7 @@ import torch
 import torchaudio
 
 from usad2.errors import TeacherError
+from usad2.teachers import testing
 from usad2.teachers.base import TeacherCard
 from usad2.teachers.families import atst_frame, muq
 from usad2.teachers.families.common import load_strict, meta_state_from_manifest, read_manifest
@@ -45,7 +46,7 @@ def check_acceptance(teacher, layers, width):
 
 # ----------------------------------------------------------------------------- ATST-Frame
 
-ATST_TINY = dict(dim=32, depth=2, num_heads=2, max_patches=250)
+ATST_TINY = testing.atst_config()
 
 
 def atst_card(**options):
@@ -54,30 +55,10 @@ def atst_card(**options):
                        options={"num_heads": 2, **options})
 
 
-def byol_head(prefix, inp, hidden=64, out=16):
-    """The official build_mlp(2, inp, hidden, out) tensors (Linear no bias, BatchNorm1d, Linear)."""
-    return {f"{prefix}.0.weight": torch.randn(hidden, inp), f"{prefix}.1.weight": torch.ones(hidden),
-            f"{prefix}.1.bias": torch.zeros(hidden), f"{prefix}.1.running_mean": torch.zeros(hidden),
-            f"{prefix}.1.running_var": torch.ones(hidden), f"{prefix}.1.num_batches_tracked": torch.tensor(0),
-            f"{prefix}.3.weight": torch.randn(out, hidden)}
-
-
 @pytest.fixture(scope="module")
 def atst_ckpt(tmp_path_factory):
     """A tiny ATST-Frame in the official Lightning layout: student + EMA teacher, heads, hparams."""
-    torch.manual_seed(0)
-    state = {}
-    for who in ("student", "teacher"):
-        enc = atst_frame.FrameAST(**ATST_TINY)
-        with torch.no_grad():
-            enc.pos_embed.normal_(0, 0.5)
-        state.update({f"model.{who}.encoder.{k}": v for k, v in enc.state_dict().items()})
-        state.update(byol_head(f"model.{who}.projector", ATST_TINY["dim"]))
-    state.update(byol_head("model.student.predictor", 16))
-    path = tmp_path_factory.mktemp("atst") / "atstframe_tiny.ckpt"
-    torch.save({"epoch": 3, "global_step": 100, "pytorch-lightning_version": "1.9.0", "state_dict": state,
-                "hyper_parameters": {"arch": "base", "learning_rate": 5e-4, "symmetric": True, "nprompt": 0}}, path)
-    return path
+    return testing.write_tiny_atst(tmp_path_factory.mktemp("atst") / "atstframe_tiny.ckpt")
 
 
 def test_atst_acceptance_and_teacher_branch(atst_ckpt):
@@ -186,48 +167,9 @@ def test_atst_through_registry(tmp_path, atst_ckpt):
 
 # ----------------------------------------------------------------------------- MuQ
 
-def muq_config(**w2v2):
-    """A tiny MuQ config.json with the official field names (MuQConfig + w2v2_config)."""
-    return {"label_rate": 25, "num_codebooks": 1, "codebook_dim": 16, "codebook_size": 64,
-            "features": ["melspec_2048"], "hop_length": 240, "n_mels": 128, "conv_dim": 8, "encoder_dim": 32,
-            "encoder_depth": 2, "mask_hop": 0.4, "mask_prob": 0.6, "is_flash": False,
-            "stat": {"melspec_2048_cnt": 1, "melspec_2048_mean": 6.768444971712967,
-                     "melspec_2048_std": 18.417922652295623},
-            "w2v2_config": {"hidden_act": "swish", "num_attention_heads": 2, "intermediate_size": 64,
-                            "conv_depthwise_kernel_size": 5, "position_embeddings_type": "rotary",
-                            "num_conv_pos_embeddings": 8, "num_conv_pos_embedding_groups": 2,
-                            "model_type": "wav2vec2-conformer", "transformers_version": "4.19.0.dev0", **w2v2},
-            "use_rvq_target": False, "rvq_ckpt_path": None, "recon_loss_ratio": None}
-
-
 def write_muq_dir(path, fmt="safetensors", weight_norm_names="g_v", seed=0):
-    """A tiny MuQ hub dir: config.json + weights keyed `model.*` incl. the training-only heads."""
-    torch.manual_seed(seed)
-    cfg = muq_config()
-    model = muq.MuQEncoder(muq.MuQArch.from_config(cfg, "tiny"))
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    state = {}
-    for k, v in model.state_dict().items():
-        if weight_norm_names == "g_v" and ".parametrizations.weight.original" in k:
-            k = k.replace(".parametrizations.weight.original0", ".weight_g").replace(
-                ".parametrizations.weight.original1", ".weight_v")
-        state["model." + k] = v.clone().contiguous()
-    state.update({"model.linear.weight": torch.randn(64, 32), "model.linear.bias": torch.zeros(64),
-                  "model.cls_token": torch.randn(32),
-                  "model.quantizer_melspec_2048.random_projection": torch.randn(512, 16),
-                  "model.quantizer_melspec_2048.codebook": torch.randn(64, 16)})
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(cfg))
-    if fmt == "safetensors":
-        from safetensors.torch import save_file
-
-        save_file(state, str(path / "model.safetensors"))
-    else:
-        torch.save(state, path / "pytorch_model.bin")
-    return path
+    """A tiny MuQ hub dir (usad2.teachers.testing): config.json + weights incl. training-only heads."""
+    return testing.write_tiny_muq(path, fmt=fmt, weight_norm_names=weight_norm_names, seed=seed)
 
 
 def muq_card(**options):

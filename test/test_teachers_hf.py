@@ -5,15 +5,13 @@ format and loads it through the same code a real checkpoint takes; full-size loa
 on the meta device against the committed manifests.
 """
 import dataclasses
-import json
 import math
-import os
 
 import pytest
 import torch
 
 from usad2.errors import TeacherError
-from usad2.teachers import registry
+from usad2.teachers import registry, testing
 from usad2.teachers.families import af_whisper, common, hf_wavlm, make_manifests, whisper
 
 SR = 16000
@@ -51,21 +49,10 @@ def check_contract(teacher, rate, layers, width):
 
 
 # ----------------------------------------------------------------------------- WavLM
-TINY_WAVLM = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                  conv_dim=[16] * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-                  num_buckets=16, max_bucket_distance=64)
-
-
 @pytest.fixture(scope="module")
 def wavlm_dir(tmp_path_factory):
     """A tiny WavLMModel saved with save_pretrained (config.json + model.safetensors)."""
-    from transformers import WavLMConfig, WavLMModel
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("wavlm")
-    WavLMModel(WavLMConfig(**TINY_WAVLM)).save_pretrained(path)
-    (path / "preprocessor_config.json").write_text(json.dumps({"do_normalize": False, "sampling_rate": SR}))
-    return path
+    return testing.write_tiny_wavlm(tmp_path_factory.mktemp("wavlm"))
 
 
 def wavlm_teacher(path, **opts):
@@ -169,29 +156,11 @@ def test_wavlm_manifest_loads_on_meta():
 
 
 # ----------------------------------------------------------------------------- Whisper
-TINY_WHISPER = dict(d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=128, decoder_layers=1,
-                    decoder_attention_heads=2, decoder_ffn_dim=128, num_mel_bins=128, max_source_positions=1500,
-                    max_target_positions=32, vocab_size=100, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                    decoder_start_token_id=1, begin_suppress_tokens=None, suppress_tokens=None)
-
-
 @pytest.fixture(scope="module")
 def whisper_ckpts(tmp_path_factory):
     """The same tiny Whisper as an HF WhisperForConditionalGeneration dir and an openai .pt file."""
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
-
-    torch.manual_seed(0)
     root = tmp_path_factory.mktemp("whisper")
-    model = WhisperForConditionalGeneration(WhisperConfig(**TINY_WHISPER))
-    model.save_pretrained(root / "hf")
-    full = model.state_dict()
-    openai = whisper.hf_to_openai({k[len("model.encoder."):]: v for k, v in full.items()
-                                   if k.startswith("model.encoder.")})
-    openai.update({make_manifests.decoder_openai_name(k): v for k, v in full.items() if k.startswith("model.decoder.")})
-    dims = dict(n_mels=128, n_audio_ctx=1500, n_audio_state=32, n_audio_head=2, n_audio_layer=2,
-                n_vocab=100, n_text_ctx=32, n_text_state=32, n_text_head=2, n_text_layer=1)
-    torch.save({"dims": dims, "model_state_dict": openai}, root / "tiny.pt")
-    return root / "hf", root / "tiny.pt"
+    return testing.write_tiny_whisper(root / "hf", "hf"), testing.write_tiny_whisper(root, "openai")
 
 
 def whisper_teacher(path, **changes):
@@ -268,27 +237,12 @@ def test_whisper_large_v3_manifests_load_on_meta(name):
 
 
 # ----------------------------------------------------------------------------- AF-Whisper
-TINY_AF = dict(d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64, num_mel_bins=128,
-               max_source_positions=1500)
-
-
 @pytest.fixture(scope="module")
 def af_ckpts(tmp_path_factory):
     """A tiny AF3 sound tower in the original release layout and in the transformers-5 layout."""
-    from safetensors.torch import save_file
-    from transformers import Qwen2AudioEncoderConfig
-    from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioEncoder
-
-    torch.manual_seed(0)
     root = tmp_path_factory.mktemp("af3")
-    encoder = Qwen2AudioEncoder(Qwen2AudioEncoderConfig(**TINY_AF))
-    encoder.save_pretrained(root / "release" / "sound_tower")
-    converted = {"audio_tower." + k: v.contiguous() for k, v in encoder.state_dict().items()}
-    converted["multi_modal_projector.linear_1.weight"] = torch.zeros(8, 32)
-    (root / "hf").mkdir()
-    save_file(converted, root / "hf" / "model.safetensors")
-    (root / "hf" / "config.json").write_text(json.dumps({"model_type": "audioflamingo3", "audio_config": TINY_AF}))
-    return root / "release", root / "hf"
+    return (testing.write_tiny_af_whisper(root / "release", "release"),
+            testing.write_tiny_af_whisper(root / "hf", "hf"))
 
 
 def af_teacher(path, **opts):
