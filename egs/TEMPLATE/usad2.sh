@@ -43,6 +43,7 @@ max_duration=30         # stage 2 drops clips longer than this (seconds)
 # Teachers and student
 teachers=""             # stage-1 teacher cards, comma-separated (empty: the verbs' defaults)
 plus_teachers=""        # stage-2 teacher cards, comma-separated
+teacher_checkpoints=""  # local checkpoints NAME=PATH,... (e.g. wavlm_base_plus=/models/wavlm-base-plus): stage 0 writes cards pointing at them
 teacher_mode=offline    # offline: targets extracted in stage 4; online: teachers run in training
 student=tiny            # student preset (tiny, small, base, large, xlarge, xxlarge)
 distill_config=""       # YAML config of stage 5 (empty: conf/distill_<demo_size>.yaml if present, else the verb's defaults)
@@ -125,14 +126,35 @@ all_sets=("${train_set}" "${dev_set}")
 read -ra _tests <<< "${test_sets}"
 all_sets+=("${_tests[@]}")
 plus_dir="${expdir}/${tag}_plus"
+# Cards of the teachers given by --teacher_checkpoints (stage 0); stages 4-6 and 8 read them first.
+teacher_card_dir="${dumpdir}/teacher_cards"
+# Dies when local checkpoints are in use but stage 0 has not written their cards yet.
+require_card_dir() {
+    [ -z "${teacher_checkpoints}" ] || [ -d "${teacher_card_dir}" ] \
+        || die "${teacher_card_dir} is missing: run stage 0 (it writes the cards of --teacher_checkpoints)"
+}
+# Print "--OPTION <teacher_card_dir>" when local checkpoints are in use.
+card_dir_opt() {
+    [ -z "${teacher_checkpoints}" ] || printf '%s\n%s\n' "--$1" "${teacher_card_dir}"
+}
 
 if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
-    log "Stage 0: fetch teachers -> teacher cache"
+    log "Stage 0: fetch teachers -> teacher cache${teacher_checkpoints:+; local checkpoints -> ${teacher_card_dir}/}"
     if has_verb fetch_teachers; then
         all_teachers="${teachers}"
         [ "${run_plus}" = false ] || all_teachers="${teachers:+${teachers},}${plus_teachers}"
-        mapfile -t _o < <(opt_if teachers "${all_teachers}")
-        "${python}" -m usad2.bin.fetch_teachers "${_o[@]+"${_o[@]}"}" --force "${force}"
+        if [ -z "${all_teachers}" ] && [ -z "${teacher_checkpoints}" ]; then
+            "${python}" -m usad2.bin.fetch_teachers --force "${force}"  # every fetchable card
+        else
+            # cards for the teachers given by path; prints the teachers that still need fetching
+            _fetch=$("${python}" -m usad2.bin.teachers localize --checkpoints "${teacher_checkpoints}" \
+                --out "${teacher_card_dir}" --teachers "${all_teachers}" --force "${force}" --log_level INFO)
+            if [ -n "${_fetch}" ]; then
+                "${python}" -m usad2.bin.fetch_teachers --teachers "${_fetch}" --force "${force}"
+            else
+                log "Stage 0: nothing to fetch (every teacher is local)"
+            fi
+        fi
     else
         not_implemented 0 "fetch teachers"
     fi
@@ -180,11 +202,13 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
         [ "${run_plus}" = false ] || all_teachers="${teachers:+${teachers},}${plus_teachers}"
         IFS=, read -ra _tlist <<< "${all_teachers}"
         [ "${#_tlist[@]}" -gt 0 ] || die "Stage 4 needs --teachers"
+        require_card_dir
+        mapfile -t _c < <(card_dir_opt card_dir)
         for teacher in "${_tlist[@]}"; do
             for dset in "${train_set}_mix" "${dev_set}"; do
                 out="${dumpdir}/targets/${teacher}/${dset}"
                 _x=(--teacher "${teacher}" --data "${dumpdir}/raw/${dset}" --out "${out}" --nj "${nj}"
-                    --progress false)
+                    --progress false "${_c[@]+"${_c[@]}"}")
                 "${extract_launcher[@]}" JOB=1:"${nj}" "${out}/log/extract.JOB.log" \
                     "${python}" -m usad2.bin.extract_teacher "${_x[@]}" --job JOB --force "${force}"
                 # every shard is stamped now: this merges them (and checks they are complete)
@@ -199,7 +223,9 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     if ! has_verb distill; then
         not_implemented 5 "distill stage 1"
     elif ! upstream_missing 5 "distill stage 1" "${dumpdir}/raw/${train_set}_mix" mix_data; then
-        mapfile -t _o < <(opt_if teachers "${teachers}"; opt_if config "${distill_config}")
+        require_card_dir
+        mapfile -t _o < <(opt_if teachers "${teachers}"; opt_if config "${distill_config}"
+                          card_dir_opt teacher_cards)
         "${train_launcher[@]}" "${expdir}/${tag}/train.log" "${train_prefix[@]}" usad2.bin.distill \
             "${_o[@]+"${_o[@]}"}" --student "${student}" --teacher_mode "${teacher_mode}" \
             --train_dir "${dumpdir}/raw/${train_set}_mix" --dev_dir "${dumpdir}/raw/${dev_set}" \
@@ -213,7 +239,9 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
         log "Stage 6: distill stage 2: skipped (--run_plus false)"
     elif has_verb distill; then
         log "Stage 6: distill stage 2 (\"+\") -> ${plus_dir}/"
-        mapfile -t _o < <(opt_if stage2_teachers "${plus_teachers}"; opt_if config "${plus_config}")
+        require_card_dir
+        mapfile -t _o < <(opt_if stage2_teachers "${plus_teachers}"; opt_if config "${plus_config}"
+                          card_dir_opt teacher_cards)
         "${train_launcher[@]}" "${plus_dir}/train.log" "${train_prefix[@]}" usad2.bin.distill \
             "${_o[@]+"${_o[@]}"}" --init "${expdir}/${tag}" --teacher_mode "${teacher_mode}" \
             --train_dir "${dumpdir}/raw/${train_set}_mix" --dev_dir "${dumpdir}/raw/${dev_set}" \
@@ -260,7 +288,11 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
             [ ! -f "${_ckpt}" ] || _models+=(--model "teachers_of=${_ckpt}")  # teachers it learnt from
         done
         _models+=(--model fbank --model "random_init=${student}")
-        "${python}" -m usad2.bin.probe "${_models[@]}" --data_root "${dumpdir}/raw" \
+        require_card_dir
+        _env=()  # teachers given by path: the probe finds their cards through the search path
+        [ -z "${teacher_checkpoints}" ] \
+            || _env=(env "USAD2_TEACHER_CARDS=${teacher_card_dir}${USAD2_TEACHER_CARDS:+:${USAD2_TEACHER_CARDS}}")
+        "${_env[@]+"${_env[@]}"}" "${python}" -m usad2.bin.probe "${_models[@]}" --data_root "${dumpdir}/raw" \
             --train_set "${train_set}" --dev_set "${dev_set}" --test_set "${_tests[0]}" \
             --out_dir "${expdir}/${tag}/probe" --feature_cache "${expdir}/probe_features" \
             --force "${force}" \
