@@ -49,9 +49,16 @@ student=tiny            # student preset (tiny, small, base, large, xlarge, xxla
 distill_config=""       # YAML config of stage 5 (empty: conf/distill_<demo_size>.yaml if present, else the verb's defaults)
 plus_config=""          # YAML config of stage 6 (empty: conf/plus_<demo_size>.yaml if present, else the verb's defaults)
 run_plus=false          # true: run stage 6 (the "+" stage-2 training)
+skip_stage2=false       # true: the same as --run_plus false (ablation "no stage 2")
+stage2_init=stage1      # stage 6 starts from: stage1 (the stage-5 model) or scratch (a random --student)
+omega=""                # domain weight ω of stages 5 and 6 (empty: the verb's default, 10; 1 = uniform)
+drop_teachers=""        # teacher cards removed from --teachers, comma-separated (ablation, e.g. basic_pitch)
 export_checkpoint=last.pt  # checkpoint (under <exp>/checkpoints/) that stage 7 exports
 distill_args=""         # extra options for stage 5 and 6 (e.g. "--max_steps 100")
 probe_args=""           # extra options for stage 8
+s3prl_probe=false       # true: stage 8 also runs s3prl's runner (-u usad2) on a demo classification task
+s3prl_label=instrument_family  # utt2<label> of that task (utterances without the label are left out)
+s3prl_steps=200         # s3prl training steps of that task
 
 help_message="Usage: $0 [options]
 Runs the usad2 stages [stage, stop_stage]:
@@ -72,6 +79,21 @@ done
 
 case "${demo_size}" in tiny|default|large) ;; *) die "--demo_size: tiny, default or large, got '${demo_size}'" ;; esac
 case "${teacher_mode}" in offline|online) ;; *) die "--teacher_mode: offline or online, got '${teacher_mode}'" ;; esac
+case "${stage2_init}" in stage1|scratch) ;; *) die "--stage2_init: stage1 or scratch, got '${stage2_init}'" ;; esac
+for _b in skip_stage2 s3prl_probe; do
+    case "${!_b}" in true|false) ;; *) die "--${_b}: true or false, got '${!_b}'" ;; esac
+done
+[ "${skip_stage2}" = false ] || run_plus=false
+if [ -n "${drop_teachers}" ]; then  # ablation: distil (and extract, probe) without these teachers
+    IFS=, read -ra _drop <<< "${drop_teachers}"
+    IFS=, read -ra _kept <<< "${teachers}"
+    for _d in "${_drop[@]}"; do
+        [[ ",${teachers}," == *",${_d},"* ]] || die "--drop_teachers: ${_d} is not one of --teachers (${teachers})"
+        for _i in "${!_kept[@]}"; do [ "${_kept[_i]}" != "${_d}" ] || unset '_kept[_i]'; done
+    done
+    teachers=$(IFS=,; echo "${_kept[*]}")
+    [ -n "${teachers}" ] || die "--drop_teachers ${drop_teachers} leaves no teacher"
+fi
 [[ "${nj}" =~ ^[1-9][0-9]*$ ]] || die "--nj: a positive integer, got '${nj}'"
 [[ "${nproc}" =~ ^[1-9][0-9]*$ ]] || die "--nproc: a positive integer, got '${nproc}'"
 if [ ! -x "${python}" ] && ! command -v "${python}" > /dev/null; then
@@ -88,6 +110,7 @@ read -ra train_launcher <<< "${train_cmd}"
 read -ra extract_launcher <<< "${extract_cmd}"
 read -ra local_data_args <<< "${local_data_opts}"
 read -ra distill_extra <<< "${distill_args}"
+[ -z "${omega}" ] || distill_extra=(--omega "${omega}" "${distill_extra[@]+"${distill_extra[@]}"}")
 read -ra probe_extra <<< "${probe_args}"
 export USAD2_PYTHON="${python}"
 
@@ -238,12 +261,14 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
     if [ "${run_plus}" = false ]; then
         log "Stage 6: distill stage 2: skipped (--run_plus false)"
     elif has_verb distill; then
-        log "Stage 6: distill stage 2 (\"+\") -> ${plus_dir}/"
+        log "Stage 6: distill stage 2 (\"+\") from ${stage2_init} -> ${plus_dir}/"
+        _init=(--init "${expdir}/${tag}")
+        [ "${stage2_init}" = stage1 ] || _init=(--student "${student}")  # ablation: from a random init
         require_card_dir
         mapfile -t _o < <(opt_if stage2_teachers "${plus_teachers}"; opt_if config "${plus_config}"
                           card_dir_opt teacher_cards)
         "${train_launcher[@]}" "${plus_dir}/train.log" "${train_prefix[@]}" usad2.bin.distill \
-            "${_o[@]+"${_o[@]}"}" --init "${expdir}/${tag}" --teacher_mode "${teacher_mode}" \
+            "${_o[@]+"${_o[@]}"}" "${_init[@]}" --teacher_mode "${teacher_mode}" \
             --train_dir "${dumpdir}/raw/${train_set}_mix" --dev_dir "${dumpdir}/raw/${dev_set}" \
             --targets_dir "${dumpdir}/targets" --out_dir "${plus_dir}" \
             "${distill_extra[@]+"${distill_extra[@]}"}"
@@ -297,6 +322,12 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
             --out_dir "${expdir}/${tag}/probe" --feature_cache "${expdir}/probe_features" \
             --force "${force}" \
             "${probe_extra[@]+"${probe_extra[@]}"}"
+        if [ "${s3prl_probe}" = true ]; then  # s3prl's own runner with -u usad2 on one demo label
+            "${python}" -m usad2.bin.s3prl_probe --export "${expdir}/${tag}/export/model.pt" \
+                --data_root "${dumpdir}/raw" --train_set "${train_set}" --test_set "${_tests[0]}" \
+                --label "${s3prl_label}" --steps "${s3prl_steps}" --force "${force}" \
+                --out_dir "${expdir}/${tag}/probe/s3prl_${s3prl_label}"
+        fi
     fi
 fi
 

@@ -4,6 +4,7 @@ Parameter counts with this architecture (counted on the meta device, see `count_
 tiny 0.55 M, small 25.57 M, base 98.85 M, large 338.0 M, xlarge 694.6 M, xxlarge 1035.7 M,
 matching the paper's 25.6 / 98.9 / 338 / 695 / 1036 M. 25 Hz presets use time_stride 4 and
 freq_stride 4 (the extra x2 stride of SPEC.md §5 in both axes of the second conv).
+Every preset has a `_f1` variant with freq_stride 1 (tiny_f1: 0.82 M parameters against 0.55 M).
 """
 import dataclasses
 
@@ -21,6 +22,10 @@ PRESETS = {
     "xlarge": EncoderConfig(d_model=1280, num_layers=32, num_heads=20, time_stride=4, freq_stride=4),
     "xxlarge": EncoderConfig(d_model=1280, num_layers=48, num_heads=20, time_stride=4, freq_stride=4),
 }
+# `<name>_f1`: the same model without frequency stride in the conv subsampler (all 128 mel rows
+# reach the projection, twice the frequency resolution of freq_stride 2; a larger first Linear).
+# The remedy that the frequency-resolution study favours (egs/multidomain/RESULTS.md).
+PRESETS.update({f"{name}_f1": dataclasses.replace(cfg, freq_stride=1) for name, cfg in list(PRESETS.items())})
 
 
 def get_preset(name, **overrides):

@@ -1,0 +1,257 @@
+"""The ablation driver (usad2.bin.ablate) and the recipe's ablation options (egs/TEMPLATE/usad2.sh).
+
+The driver runs on the tiny synthetic teachers of test_distill_task with offline targets
+extracted once; the recipe options are checked by running stages 5-8 with an interpreter
+wrapper that records each usad2 verb's arguments instead of running it.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from test_distill_task import make_data_dir, write_cards
+from usad2.bin import ablate as A
+from usad2.errors import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _opts(**kw):
+    opts = {"teachers": ["sp", "au", "mu"], "plus_teachers": ["sp2", "any2"], "omega": 10.0, "preset": "tiny",
+            "max_steps": 5, "plus_steps": 3, "common": ["--train_dir", "T"], "distill_config": None,
+            "plus_config": "plus.yaml", "music": ["mu"], "runs_dir": "R"}
+    opts.update(kw)
+    return opts
+
+
+def _arg(run, name):
+    return run.argv[run.argv.index(name) + 1]
+
+
+def test_plan_shares_runs_and_sets_each_variant():
+    final, runs = A.plan(list(A.VARIANTS), [0, 1], _opts())
+    names = sorted(r.name for r in runs)
+    # stage 1: full (shared with no_stage2), omega1, no_music, freq_stride1; stage 2 for each + scratch
+    assert names == sorted([f"s{st}_{v}_seed{s}" for s in (0, 1) for st in (1, 2)
+                            for v in ("full", "omega1", "no_music", "freq_stride1")]
+                           + [f"s2_scratch_seed{s}" for s in (0, 1)])
+    assert final["no_stage2"][1] is [r for r in runs if r.name == "s1_full_seed1"][0]
+    assert final["full"][0].after is final["no_stage2"][0]
+    assert _arg(final["omega1"][0], "--omega") == "1.0" and _arg(final["omega1"][0].after, "--omega") == "1.0"
+    assert _arg(final["full"][0].after, "--omega") == "10.0"
+    assert _arg(final["no_music"][0].after, "--teachers") == "sp,au"
+    assert _arg(final["full"][0].after, "--teachers") == "sp,au,mu"
+    assert _arg(final["freq_stride1"][0].after, "--student") == "tiny_f1"
+    scratch = final["stage2_scratch"][1]
+    assert scratch.after is None and _arg(scratch, "--student") == "tiny" and "--init" not in scratch.argv
+    assert _arg(scratch, "--stage2_teachers") == "sp2,any2" and _arg(scratch, "--max_steps") == "3"
+    assert _arg(scratch, "--config") == "plus.yaml" and _arg(scratch, "--seed") == "1"
+    assert _arg(final["full"][0], "--init") == os.path.join("R", "s1_full_seed0")
+    assert _arg(final["full"][0], "--out_dir") == os.path.join("R", "s2_full_seed0")
+
+
+def test_plan_without_stage2_and_errors():
+    final, runs = A.plan(["full", "no_stage2"], [0], _opts(plus_steps=0))
+    assert [r.name for r in runs] == ["s1_full_seed0"] and final["full"][0] is final["no_stage2"][0]
+    with pytest.raises(ConfigError, match="stage2_scratch needs --plus_teachers"):
+        A.plan(["stage2_scratch"], [0], _opts(plus_steps=0))
+    with pytest.raises(ConfigError, match="no teacher of domain music"):
+        A.plan(["no_music"], [0], _opts(music=[]))
+    with pytest.raises(ConfigError, match=r"unknown variant\(s\) \['omega2'\]"):
+        A.plan(["omega2"], [0], _opts())
+
+
+def test_music_teachers_from_the_shipped_cards():
+    assert A.music_teachers(["speech_embedding", "yamnet", "basic_pitch"]) == ["basic_pitch"]
+
+
+def _entry(speech, audio, music, pitch=None):
+    e = {"word": speech, "sound_class": audio, "instrument_family": music,
+         "_domain_mean": {"speech": speech, "audio": audio, "music": music}}
+    if pitch is not None:
+        e["pitch_class"] = pitch
+    e["_mean"] = float(np.mean([speech, audio, music]))
+    return e
+
+
+def test_table_directions_and_markdown():
+    final = {"full": {0: None, 1: None}, "omega1": {0: None, 1: None}, "no_music": {0: None, 1: None}}
+    results = {"full.s0": _entry(0.8, 0.7, 0.6, 0.5), "full.s1": _entry(0.7, 0.7, 0.6, 0.7),
+               "omega1.s0": _entry(0.6, 0.7, 0.6, 0.6), "omega1.s1": _entry(0.6, 0.7, 0.6, 0.6),
+               "no_music.s0": _entry(0.8, 0.7, 0.7, 0.2), "no_music.s1": _entry(0.8, 0.7, 0.7, 0.2),
+               "fbank": _entry(0.3, 0.3, 0.3, 0.1)}
+    table = A.build_table(results, final, [0, 1])
+    assert list(table) == ["full", "omega1", "no_music", "fbank"]
+    s = table["full"]["summary"]
+    assert s["speech"]["mean"] == pytest.approx(0.75) and s["speech"]["std"] == pytest.approx(np.std([0.8, 0.7], ddof=1))
+    assert s["pitch"]["mean"] == pytest.approx(0.6) and s["speech"]["n"] == 2
+    checks = {(c["worse"], c["metric"]): c for c in A.check_directions(table)}
+    assert set(checks) == {("no_music", "music"), ("no_music", "pitch"), ("omega1", "speech"), ("fbank", "overall")}
+    assert checks[("no_music", "music")]["holds"] is False                   # 0.6 vs 0.7
+    assert checks[("no_music", "pitch")]["diff"] == pytest.approx(0.4) and checks[("no_music", "pitch")]["beyond_noise"]
+    assert checks[("omega1", "speech")]["diff"] == pytest.approx(0.15)
+    md = A.render_markdown(table, A.check_directions(table), "python -m usad2.bin.ablate X")
+    assert "| full | 2 | 0.750 ± 0.071 |" in md
+    assert "| no music teacher is worse on the music tasks (full vs no_music) | music | -0.100 | NO |" in md
+    assert "`python -m usad2.bin.ablate X`" in md
+
+
+# ---- end to end on tiny synthetic teachers -----------------------------------------------------
+TEACHERS = "tiny_speech,tiny_audio,tiny_music"
+
+
+def _labels(path, rng):
+    """Add one probe label file per domain to a make_data_dir dir (random classes: structure only)."""
+    files = {"speech": "utt2word", "audio": "utt2sound_class", "music": "utt2pitch_class"}
+    with open(os.path.join(path, "utt2domain")) as f:
+        doms = dict(line.split() for line in f if line.strip())
+    for dom, name in files.items():
+        with open(os.path.join(path, name), "w") as f:
+            for i, utt in enumerate(sorted(u for u, d in doms.items() if d == dom)):
+                f.write(f"{utt} {'ab'[i % 2]}\n")
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """cards, data dirs (raw/{train_mix,dev,train,test}) and offline targets of the tiny teachers."""
+    from usad2.bin.extract_teacher import main as extract
+
+    root = tmp_path_factory.mktemp("abl")
+    cards = write_cards(str(root / "cards"))
+    raw = root / "raw"
+    rng = np.random.default_rng(0)
+    for name, n, seed in (("train_mix", 4, 1), ("dev", 2, 2), ("train", 4, 3), ("test", 2, 4)):
+        make_data_dir(raw / name, n_per_domain=n, seed=seed)
+        _labels(raw / name, rng)
+    for teacher in TEACHERS.split(","):
+        for dset in ("train_mix", "dev"):
+            assert extract(["--teacher", teacher, "--data", str(raw / dset), "--out",
+                            str(root / "targets" / teacher / dset), "--card_dir", cards, "--progress", "false"]) == 0
+    return {"root": root, "cards": cards, "raw": raw, "targets": root / "targets"}
+
+
+def _argv(shared, out, grid, plus_steps, seeds="0"):
+    return ["--grid", grid, "--out", str(out), "--train_dir", str(shared["raw"] / "train_mix"),
+            "--dev_dir", str(shared["raw"] / "dev"), "--targets_dir", str(shared["targets"]),
+            "--data_root", str(shared["raw"]), "--teachers", TEACHERS, "--plus_teachers", "tiny_speech,tiny_audio",
+            "--teacher_cards", shared["cards"], "--seeds", seeds, "--max_steps", "2", "--plus_steps", str(plus_steps),
+            "--distill_args", "--plugins test_distill_task --batch_seconds 4 --crop_seconds 1 --warmup_steps 1",
+            "--probe_args", "--max_epochs 3 --lrs 1e-2 --weight_decays 0", "--jobs", "2"]
+
+
+@pytest.fixture
+def test_env(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([os.path.join(REPO, "test"), REPO,
+                                                      os.environ.get("PYTHONPATH", "")]))
+
+
+def test_driver_end_to_end_stage1_only(shared, tmp_path, test_env):
+    out = tmp_path / "abl"
+    assert A.main(_argv(shared, out, "full,no_stage2", 0)) == 0
+    doc = json.loads((out / "ablations.json").read_text())
+    assert list(doc["runs"]) == ["s1_full_seed0"]                  # no_stage2 = full without stage 2
+    assert set(doc["table"]) == {"full", "no_stage2", "fbank", "random_init"}
+    full = doc["table"]["full"]["entries"]["0"]
+    assert set(full) >= {"word", "sound_class", "pitch_class", "_domain_mean", "_mean"}
+    assert doc["table"]["full"]["summary"]["overall"]["mean"] == pytest.approx(full["_mean"])
+    assert doc["table"]["full"]["entries"] == doc["table"]["no_stage2"]["entries"]   # the same model
+    assert [c["worse"] for c in doc["directions"]] == ["fbank", "random_init"]
+    md = (out / "ablations.md").read_text()
+    assert "| full | 1 |" in md and "| random_init | 1 |" in md and "python -m usad2.bin.ablate --grid" in md
+    assert (out / "ablations.png").stat().st_size > 1000
+    ckpt = out / "runs" / "s1_full_seed0" / "checkpoints" / "last.pt"
+    mtime = ckpt.stat().st_mtime
+    assert A.main(_argv(shared, out, "full,no_stage2", 0)) == 0           # rerun: nothing retrained
+    assert ckpt.stat().st_mtime == mtime
+
+
+@pytest.mark.slow
+def test_driver_full_grid_two_seeds(shared, tmp_path, test_env):
+    out = tmp_path / "abl"
+    grid = "full,omega1,no_music,no_stage2,stage2_scratch"
+    assert A.main(_argv(shared, out, grid, 2, seeds="0,1")) == 0
+    doc = json.loads((out / "ablations.json").read_text())
+    assert len(doc["runs"]) == 2 * 7
+    assert set(doc["table"]) == set(grid.split(",")) | {"fbank", "random_init"}
+    assert doc["table"]["omega1"]["summary"]["speech"]["n"] == 2
+    worse = {c["worse"] for c in doc["directions"]}
+    assert worse == {"no_music", "omega1", "stage2_scratch", "fbank", "random_init"}
+    cfg = (out / "runs" / "s1_no_music_seed1" / "run.sh").read_text()
+    assert "tiny_speech,tiny_audio " in cfg and "--seed 1" in cfg
+
+
+# ---- recipe options ------------------------------------------------------------------------------
+@pytest.fixture
+def recorded_recipe(tmp_path, repo_dir):
+    """A copy of the recipe whose --python records `-m usad2.bin.*` calls instead of running them."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    shutil.copytree(repo_dir / "utils", root / "utils", symlinks=True)
+    for recipe in ("TEMPLATE", "multidomain"):
+        shutil.copytree(repo_dir / "egs" / recipe, root / "egs" / recipe, symlinks=True,
+                        ignore=shutil.ignore_patterns("data", "dump", "exp", "db.local.sh"))
+    (root / "tools").symlink_to(repo_dir / "tools")
+    (root / "usad2").symlink_to(repo_dir / "usad2")
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/usr/bin/env bash\nif [ \"$1\" = -m ] && [[ \"$2\" == usad2.bin.* ]]; then\n"
+                    f"  echo \"$*\" >> {calls}; exit 0\nfi\nexec {sys.executable} \"$@\"\n")
+    fake.chmod(0o755)
+    return root / "egs" / "multidomain", fake, calls
+
+
+def _recipe(recorded, *args):
+    recipe, fake, calls = recorded
+    if calls.exists():
+        calls.unlink()
+    r = subprocess.run(["./run.sh", "--python", str(fake), "--stage", "5", "--stop_stage", "8", *args],
+                       cwd=recipe, capture_output=True, text=True, timeout=120)
+    lines = calls.read_text().splitlines() if calls.exists() else []
+    return r, {line.split()[1].split(".")[-1]: line.split() for line in reversed(lines)}, lines
+
+
+def _val(words, name):
+    return words[words.index(name) + 1]
+
+
+def test_recipe_defaults_unchanged(recorded_recipe):
+    r, verbs, lines = _recipe(recorded_recipe)
+    assert r.returncode == 0, r.stderr
+    assert "Stage 6: distill stage 2: skipped (--run_plus false)" in r.stderr
+    assert [line.split()[1] for line in lines] == ["usad2.bin.distill", "usad2.bin.export", "usad2.bin.probe"]
+    assert "--omega" not in verbs["distill"] and _val(verbs["distill"], "--teachers") == "speech_embedding,yamnet,basic_pitch"
+
+
+def test_recipe_ablation_options(recorded_recipe):
+    r, verbs, lines = _recipe(recorded_recipe, "--omega", "1", "--drop_teachers", "basic_pitch", "--run_plus", "true",
+                              "--stage2_init", "scratch", "--s3prl_probe", "true", "--s3prl_steps", "7")
+    assert r.returncode == 0, r.stderr
+    s1, s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"]
+    assert _val(s1, "--teachers") == "speech_embedding,yamnet" and _val(s1, "--omega") == "1"
+    assert _val(s2, "--omega") == "1" and _val(s2, "--student") == "tiny" and "--init" not in s2
+    assert _val(s2, "--stage2_teachers") == "resemblyzer,yamnet"
+    assert "Stage 6: distill stage 2 (\"+\") from scratch" in r.stderr
+    assert "basic_pitch" not in " ".join(verbs["probe"])
+    s3 = verbs["s3prl_probe"]
+    assert _val(s3, "--label") == "instrument_family" and _val(s3, "--steps") == "7"
+    assert _val(s3, "--export").endswith("exp/usad2_tiny_offline/export/model.pt")
+    # --skip_stage2 wins over --run_plus true; stage 6 from the stage-1 model by default
+    r, verbs, lines = _recipe(recorded_recipe, "--run_plus", "true", "--skip_stage2", "true")
+    assert r.returncode == 0 and "skipped (--run_plus false)" in r.stderr
+    r, verbs, lines = _recipe(recorded_recipe, "--run_plus", "true")
+    s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"][1]
+    assert _val(s2, "--init") == "exp/usad2_tiny_offline" and "s3prl_probe" not in verbs
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--drop_teachers", "muq"), "--drop_teachers: muq is not one of --teachers"),
+    (("--drop_teachers", "speech_embedding,yamnet,basic_pitch"), "leaves no teacher"),
+    (("--stage2_init", "random"), "--stage2_init: stage1 or scratch, got 'random'"),
+])
+def test_recipe_rejects_bad_ablation_options(recorded_recipe, args, message):
+    r, _, lines = _recipe(recorded_recipe, *args)
+    assert r.returncode != 0 and message in r.stderr and not lines
