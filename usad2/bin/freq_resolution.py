@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 
+from usad2.errors import ConfigError
 from usad2.probe.freq_resolution import render_table, resolution_table, semitone_floor
 from usad2.utils.atomic import atomic_write_text
 from usad2.utils.cli import make_parser, run_main
@@ -43,14 +44,13 @@ def study(out, data_root=None, models=(), frontend=(), tasks=DEFAULT_TASKS, num_
            "semitone_floor_hz": {f"stride{s}": semitone_floor(num_bins, s) for s in strides}}
     kw = dict(probe_kwargs or {})
     cache = feature_cache or os.path.join(out, "features")
+    front = [m for m in models if m.partition("=")[0] in set(frontend)]
+    missing = set(frontend) - {m.partition("=")[0] for m in front}
+    if missing:
+        raise ConfigError(f"--frontend: {sorted(missing)} are not among the --model names")
     if data_root and models:
         doc["weighted"] = probe(list(models), data_root, os.path.join(out, "weighted"), tasks=tasks,
                                 feature_cache=cache, **kw)
-        front = [m for m in models if m.partition("=")[0] in set(frontend)]
-        missing = set(frontend) - {m.partition("=")[0] for m in front}
-        if missing:
-            from usad2.errors import ConfigError
-            raise ConfigError(f"--frontend: {sorted(missing)} are not among the --model names")
         if front:
             doc["frontend"] = probe(front, data_root, os.path.join(out, "frontend"), tasks=tasks, layer="0",
                                     feature_cache=cache, **kw)
