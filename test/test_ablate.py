@@ -255,3 +255,36 @@ def test_recipe_ablation_options(recorded_recipe):
 def test_recipe_rejects_bad_ablation_options(recorded_recipe, args, message):
     r, _, lines = _recipe(recorded_recipe, *args)
     assert r.returncode != 0 and message in r.stderr and not lines
+
+
+# ---- stage 8's s3prl probe --------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.s3prl
+def test_s3prl_probe_on_a_labelled_subset(tmp_path, test_env):
+    """s3prl's runner (-u usad2, emotion downstream) on the utterances carrying utt2pitch_class."""
+    import torch
+
+    from test_probe import _make_corpus
+    from usad2.bin import s3prl_probe as S
+    from usad2.errors import DataDirError
+    from usad2.models.export import save_export
+    from usad2.models.presets import get_preset
+    from usad2.models.wave_encoder import Usad2Model
+
+    _make_corpus(tmp_path / "c")
+    # a mixed data dir: two extra utterances without the label are left out
+    with open(tmp_path / "c" / "train" / "utt2pitch_class") as f:
+        lines = f.read().splitlines()
+    (tmp_path / "c" / "train" / "utt2pitch_class").write_text("\n".join(lines[2:]) + "\n")
+    torch.manual_seed(0)
+    export = tmp_path / "model.pt"
+    save_export(Usad2Model(get_preset("tiny")), str(export))
+    out = tmp_path / "s3"
+    assert S.main(["--export", str(export), "--data_root", str(tmp_path / "c"), "--label", "pitch_class",
+                   "--steps", "4", "--out_dir", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["task"] == "s3prl_pitch_class" and res["num_train"] == 22 and res["num_test"] == 12
+    assert 0.0 <= res["accuracy"] <= 1.0 and res["chance"] == pytest.approx(4 / 12)
+    assert len((out / "s3prl_exp" / "test_fold1_predict.txt").read_text().split()) == 2 * 12
+    with pytest.raises(DataDirError, match="no utt2genre file"):
+        S.labelled_subset(str(tmp_path / "c" / "train"), "genre", str(tmp_path / "x"))

@@ -99,7 +99,7 @@ def s3prl_probe(export, train_dir, test_dir, label, out_dir, steps=200, device="
               for split, d in (("train", train_dir), ("test", test_dir))}
     meta = os.path.join(out_dir, "meta")
     write_classification_meta(os.path.join(out_dir, "data", "train"), os.path.join(out_dir, "data", "test"),
-                              meta)
+                              meta, label=label)
     expdir = os.path.join(out_dir, "s3prl_exp")
     os.makedirs(expdir, exist_ok=True)
     run_s3prl(export, meta, expdir, steps, device)
