@@ -325,7 +325,7 @@ def ablate(args, command=""):
     if not grid or not seeds:
         raise ConfigError("--grid and --seeds must not be empty")
     teachers = _names(args.teachers)
-    runs_dir = os.path.join(args.out, "runs")
+    runs_dir = args.runs_dir or os.path.join(args.out, "runs")
     common = ["--train_dir", args.train_dir, "--targets_dir", args.targets_dir, "--teacher_mode", "offline"]
     common += ["--dev_dir", args.dev_dir] if args.dev_dir else []
     common += ["--teacher_cards", args.teacher_cards] if args.teacher_cards else []
@@ -369,6 +369,7 @@ def get_parser():
     a = p.add_argument
     a("--grid", default="full,omega1,no_music,no_stage2,stage2_scratch", help=f"variants: {', '.join(VARIANTS)}")
     a("--out", "--out_dir", dest="out", required=True, help="output folder (runs/, probe/, ablations.*)")
+    a("--runs_dir", default=None, help="training runs folder (default <out>/runs); grids sharing it share runs")
     a("--recipe_dir", default=None, help="recipe folder: its dump/raw/{train_mix,dev}, dump/targets, dump/raw")
     a("--train_dir", default=None, help="training data dir (default <recipe_dir>/dump/raw/train_mix)")
     a("--dev_dir", default=None, help="dev data dir (default <recipe_dir>/dump/raw/dev)")
