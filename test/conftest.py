@@ -34,3 +34,23 @@ def teacher_cache(tmp_path_factory):
     cache = os.environ.get("USAD2_CACHE") or str(tmp_path_factory.mktemp("teacher_cache"))
     fetch.fetch_teachers(["speech_embedding", "resemblyzer", "yamnet", "basic_pitch"], cache)
     return cache
+
+
+def copy_recipe_tree(root, repo_dir):
+    """A copy of the repository's shell parts (utils/, egs/TEMPLATE, egs/multidomain, symlinks
+    kept) whose tools/ and usad2/ link to the real ones; returns the multidomain recipe dir.
+
+    Recipes run there exactly as in the repository (interpreter found relative to the template,
+    path.sh) without touching the repository's own data/, dump/ or exp/.
+    """
+    import shutil
+
+    root = pathlib.Path(root)
+    root.mkdir(parents=True)
+    shutil.copytree(pathlib.Path(repo_dir) / "utils", root / "utils", symlinks=True)
+    for recipe in ("TEMPLATE", "multidomain"):
+        shutil.copytree(pathlib.Path(repo_dir) / "egs" / recipe, root / "egs" / recipe, symlinks=True,
+                        ignore=shutil.ignore_patterns("data", "dump", "exp", "db.local.sh"))
+    (root / "tools").symlink_to(pathlib.Path(repo_dir) / "tools")
+    (root / "usad2").symlink_to(pathlib.Path(repo_dir) / "usad2")
+    return root / "egs" / "multidomain"

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import copy_recipe_tree
 import soundfile
 import torch
 import yaml
@@ -123,15 +124,7 @@ def write_micro_data(data_root):
 @pytest.fixture
 def recipe_copy(tmp_path, repo_dir):
     """egs/multidomain in a copy of the repository's shell parts (tools/ and usad2/ linked)."""
-    root = tmp_path / "repo"
-    root.mkdir()
-    shutil.copytree(repo_dir / "utils", root / "utils", symlinks=True)
-    for recipe in ("TEMPLATE", "multidomain"):
-        shutil.copytree(repo_dir / "egs" / recipe, root / "egs" / recipe, symlinks=True,
-                        ignore=shutil.ignore_patterns("data", "dump", "exp", "db.local.sh"))
-    (root / "tools").symlink_to(repo_dir / "tools")
-    (root / "usad2").symlink_to(repo_dir / "usad2")
-    return root / "egs" / "multidomain"
+    return copy_recipe_tree(tmp_path / "repo", repo_dir)
 
 
 @pytest.fixture

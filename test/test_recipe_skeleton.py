@@ -6,23 +6,16 @@ the default interpreter lookup (relative to the template) and path.sh are exerci
 """
 import importlib.util
 import os
-import shutil
 import subprocess
 
 import pytest
+from conftest import copy_recipe_tree
 
 
 @pytest.fixture
 def repo_copy(tmp_path, repo_dir):
-    root = tmp_path / "repo"
-    root.mkdir()
-    shutil.copytree(repo_dir / "utils", root / "utils", symlinks=True)
-    for recipe in ("TEMPLATE", "multidomain"):
-        shutil.copytree(repo_dir / "egs" / recipe, root / "egs" / recipe, symlinks=True,
-                        ignore=shutil.ignore_patterns("data", "dump", "exp", "db.local.sh"))
-    (root / "tools").symlink_to(repo_dir / "tools")
-    (root / "usad2").symlink_to(repo_dir / "usad2")
-    return root
+    copy_recipe_tree(tmp_path / "repo", repo_dir)
+    return tmp_path / "repo"
 
 
 def run(cmd, cwd, timeout=120):
