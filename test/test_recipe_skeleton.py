@@ -70,13 +70,6 @@ def test_recipe_stage_1_runs_in_a_copy(repo_copy):
         assert (recipe / "data" / "train" / "wav.scp").is_file()
 
 
-@pytest.mark.skipif(has_verb("report"), reason="usad2.bin.report exists: stage 9 is implemented")
-def test_missing_verb_says_not_implemented(repo_copy):
-    r = run(["./run.sh", "--stage", "9", "--stop_stage", "9"], repo_copy / "egs/multidomain")
-    assert r.returncode == 0, r.stderr
-    assert "Stage 9: report: not implemented yet" in r.stderr
-
-
 @pytest.mark.parametrize("args, message", [
     (["--stagee", "1"], "unknown option 'stagee'"),
     (["--demo_size", "huge", "--stop_stage", "-1"], "--demo_size: tiny, default or large, got 'huge'"),
