@@ -8,7 +8,7 @@ set -euo pipefail
 tools_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo_dir=$(dirname "${tools_dir}")
 venv="${tools_dir}/venv"
-python=${PYTHON:-python3.11}
+python=${PYTHON:-$(command -v python3.11 || command -v python3)}
 do_apt=true
 [ "${1:-}" = "--no-apt" ] && do_apt=false
 
