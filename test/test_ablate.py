@@ -52,6 +52,9 @@ def test_plan_shares_runs_and_sets_each_variant():
     assert _arg(scratch, "--config") == "plus.yaml" and _arg(scratch, "--seed") == "1"
     assert _arg(final["full"][0], "--init") == os.path.join("R", "s1_full_seed0")
     assert _arg(final["full"][0], "--out_dir") == os.path.join("R", "s2_full_seed0")
+    assert "--targets_dir" not in final["full"][0].argv
+    final, _ = A.plan(["full"], [0], _opts(plus_targets="P"))
+    assert final["full"][0].argv[-2:] == ["--targets_dir", "P"] and "--targets_dir" not in final["full"][0].after.argv
 
 
 def test_plan_without_stage2_and_errors():

@@ -68,7 +68,8 @@ def plan(grid, seeds, opts):
     """({variant: {seed: final Run}}, [Runs in dependency order]) for the grid.
 
     `opts`: teachers, plus_teachers, omega, preset, max_steps, plus_steps, common (argv shared by
-    every run), distill_config, plus_config, music (the music teachers), runs_dir.
+    every run), distill_config, plus_config, music (the music teachers), runs_dir, plus_targets
+    (targets root of the stage-2 runs, optional).
     """
     unknown = sorted(set(grid) - set(VARIANTS))
     if unknown:
@@ -95,8 +96,10 @@ def plan(grid, seeds, opts):
                      else ["--student", preset])
             argv = (_cfg(opts["plus_config"]) + ["--stage2_teachers", ",".join(plus), "--omega", str(omega),
                     "--max_steps", str(opts["plus_steps"]), "--seed", str(seed)] + start)
-            runs[name] = Run(name, argv + opts["common"] + ["--out_dir", os.path.join(opts["runs_dir"], name)],
-                             after=init)
+            argv += opts["common"] + ["--out_dir", os.path.join(opts["runs_dir"], name)]
+            if opts.get("plus_targets"):  # stage-2 targets (last layers) may live in their own root
+                argv += ["--targets_dir", opts["plus_targets"]]
+            runs[name] = Run(name, argv, after=init)
         return runs[name]
 
     for variant in grid:
@@ -333,7 +336,7 @@ def ablate(args, command=""):
     opts = {"teachers": teachers, "plus_teachers": _names(args.plus_teachers), "omega": args.omega,
             "preset": args.preset, "max_steps": args.max_steps, "plus_steps": args.plus_steps, "common": common,
             "distill_config": args.distill_config, "plus_config": args.plus_config, "runs_dir": runs_dir,
-            "music": music_teachers(teachers, args.teacher_cards)}
+            "music": music_teachers(teachers, args.teacher_cards), "plus_targets": args.plus_targets_dir}
     final, runs = plan(grid, seeds, opts)
     logger.info("ablation grid %s, seeds %s: %d training runs", grid, seeds, len(runs))
     run_all(runs, runs_dir, args.jobs, args.threads)
@@ -374,6 +377,8 @@ def get_parser():
     a("--train_dir", default=None, help="training data dir (default <recipe_dir>/dump/raw/train_mix)")
     a("--dev_dir", default=None, help="dev data dir (default <recipe_dir>/dump/raw/dev)")
     a("--targets_dir", default=None, help="shared offline targets root (default <recipe_dir>/dump/targets)")
+    a("--plus_targets_dir", default=None, help="offline targets of the stage-2 teachers' last layers "
+      "(default: --targets_dir)")
     a("--data_root", default=None, help="probe data root holding train/dev/test (default <recipe_dir>/dump/raw)")
     a("--train_set", default="train", help="probe training set name")
     a("--dev_set", default="dev", help="probe selection set name")
