@@ -22,6 +22,10 @@ memory: every model is instantiated on the meta device). Sources of each manifes
 - fairseq2_wav2vec2_base.json: fairseq2 0.6's own wav2vec2 `base` architecture (its registered
   arch config) built by its factory on meta: the key names of a fairseq2-format checkpoint
   (`{"model": state}`); original fairseq files are converted to these names by fairseq2.
+- fairseq2_w2vbert_600m.json: fairseq2 0.6's own w2vbert `600m` architecture (24 conformer
+  layers, 1024 wide, 80-bin fbank stacked by 2; the w2v-BERT paper's XL size) built by its
+  factory on meta: the key names of a fairseq2-format W2VBertModel checkpoint (`w2v2_model.*`
+  plus the BERT head `final_bert_proj`).
 """
 import json
 import os
@@ -118,6 +122,15 @@ def fairseq2_wav2vec2_manifest():
             "format": "fairseq2", "arch": "base", "params": params}
 
 
+def fairseq2_w2vbert_manifest(arch="600m"):
+    from fairseq2.models.w2vbert import create_w2vbert_model, get_w2vbert_model_hub
+
+    with torch.device("meta"):
+        params = shapes(create_w2vbert_model(get_w2vbert_model_hub().get_arch_config(arch)))
+    return {"source": f"fairseq2 0.6 w2vbert arch '{arch}' (fairseq2 checkpoint key names)",
+            "format": "fairseq2", "model_family": "w2vbert", "arch": arch, "params": params}
+
+
 def dump(manifest, path):
     """One parameter per line: diffable and compact."""
     head = {k: v for k, v in manifest.items() if k != "params"}
@@ -135,7 +148,8 @@ def main(out_dir=None):
     for name, manifest in (("wavlm", wavlm_manifest()), ("whisper_hf", hf),
                            ("whisper_openai", whisper_openai_manifest(hf["params"])),
                            ("af_whisper", af_whisper_manifest()),
-                           ("fairseq2_wav2vec2_base", fairseq2_wav2vec2_manifest())):
+                           ("fairseq2_wav2vec2_base", fairseq2_wav2vec2_manifest()),
+                           ("fairseq2_w2vbert_600m", fairseq2_w2vbert_manifest("600m"))):
         dump(manifest, os.path.join(out_dir, name + ".json"))
 
 
