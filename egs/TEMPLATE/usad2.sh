@@ -3,8 +3,7 @@
 # Recipes (egs/<name>/run.sh) call it through their `usad2.sh` symlink, from their own directory,
 # which must hold utils/ (symlink), path.sh, cmd.sh, conf/ and local/data.sh.
 # The stage logic lives in `python -m usad2.bin.<verb>`; this file only chains the verbs.
-# Stage numbers never change (DESIGN.md section 3). A stage whose verb is not installed yet says
-# "not implemented yet" and the recipe goes on.
+# Stage numbers never change (DESIGN.md section 3).
 set -euo pipefail
 
 log() {
@@ -119,23 +118,6 @@ _usad2_where=$("${python}" -c 'import os, sys, usad2; print(sys.executable, "usa
 log "${_cmdline}"
 log "python: ${_usad2_where}"
 
-# True when usad2.bin.VERB exists (stages light up as their verbs land).
-has_verb() {
-    "${python}" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('usad2.bin.$1') is None)" 2>/dev/null
-}
-not_implemented() {
-    log "Stage $1: $2: not implemented yet"
-}
-# True (and says so) when stage N cannot run because INPUT is missing and the verb that makes it
-# (UPSTREAM) does not exist yet; a missing input with an existing verb is left to fail loudly.
-upstream_missing() {
-    local n="$1" name="$2" input="$3" upstream="$4"
-    if [ ! -e "${input}" ] && ! has_verb "${upstream}"; then
-        log "Stage ${n}: ${name}: skipped: ${input} is missing (usad2.bin.${upstream} not implemented yet)"
-        return 0
-    fi
-    return 1
-}
 # Print "--NAME VALUE" when VALUE is not empty.
 opt_if() {
     [ -z "$2" ] || printf '%s\n%s\n' "--$1" "$2"
@@ -163,23 +145,19 @@ card_dir_opt() {
 
 if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
     log "Stage 0: fetch teachers -> teacher cache${teacher_checkpoints:+; local checkpoints -> ${teacher_card_dir}/}"
-    if has_verb fetch_teachers; then
-        all_teachers="${teachers}"
-        [ "${run_plus}" = false ] || all_teachers="${teachers:+${teachers},}${plus_teachers}"
-        if [ -z "${all_teachers}" ] && [ -z "${teacher_checkpoints}" ]; then
-            "${python}" -m usad2.bin.fetch_teachers --force "${force}"  # every fetchable card
-        else
-            # cards for the teachers given by path; prints the teachers that still need fetching
-            _fetch=$("${python}" -m usad2.bin.teachers localize --checkpoints "${teacher_checkpoints}" \
-                --out "${teacher_card_dir}" --teachers "${all_teachers}" --force "${force}" --log_level INFO)
-            if [ -n "${_fetch}" ]; then
-                "${python}" -m usad2.bin.fetch_teachers --teachers "${_fetch}" --force "${force}"
-            else
-                log "Stage 0: nothing to fetch (every teacher is local)"
-            fi
-        fi
+    all_teachers="${teachers}"
+    [ "${run_plus}" = false ] || all_teachers="${teachers:+${teachers},}${plus_teachers}"
+    if [ -z "${all_teachers}" ] && [ -z "${teacher_checkpoints}" ]; then
+        "${python}" -m usad2.bin.fetch_teachers --force "${force}"  # every fetchable card
     else
-        not_implemented 0 "fetch teachers"
+        # cards for the teachers given by path; prints the teachers that still need fetching
+        _fetch=$("${python}" -m usad2.bin.teachers localize --checkpoints "${teacher_checkpoints}" \
+            --out "${teacher_card_dir}" --teachers "${all_teachers}" --force "${force}" --log_level INFO)
+        if [ -n "${_fetch}" ]; then
+            "${python}" -m usad2.bin.fetch_teachers --teachers "${_fetch}" --force "${force}"
+        else
+            log "Stage 0: nothing to fetch (every teacher is local)"
+        fi
     fi
 fi
 
@@ -192,34 +170,23 @@ fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
     log "Stage 2: format: 16 kHz mono, segment, filter, validate -> ${dumpdir}/raw/"
-    if ! has_verb format_data; then
-        not_implemented 2 "format"
-    elif ! upstream_missing 2 format "${datadir}/${train_set}" prepare_demo; then
-        for dset in "${all_sets[@]}"; do
-            "${python}" -m usad2.bin.format_data --in "${datadir}/${dset}" \
-                --out "${dumpdir}/raw/${dset}" --min_seconds "${min_duration}" \
-                --max_seconds "${max_duration}" --nj "${nj}" --force "${force}"
-        done
-    fi
+    for dset in "${all_sets[@]}"; do
+        "${python}" -m usad2.bin.format_data --in "${datadir}/${dset}" \
+            --out "${dumpdir}/raw/${dset}" --min_seconds "${min_duration}" \
+            --max_seconds "${max_duration}" --nj "${nj}" --force "${force}"
+    done
 fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
     log "Stage 3: mix: domain-balanced training list -> ${dumpdir}/raw/${train_set}_mix"
-    if ! has_verb mix_data; then
-        not_implemented 3 "mix"
-    elif ! upstream_missing 3 mix "${dumpdir}/raw/${train_set}" format_data; then
-        "${python}" -m usad2.bin.mix_data --train "${dumpdir}/raw/${train_set}" \
-            --out "${dumpdir}/raw/${train_set}_mix" --balance domain --force "${force}"
-    fi
+    "${python}" -m usad2.bin.mix_data --train "${dumpdir}/raw/${train_set}" \
+        --out "${dumpdir}/raw/${train_set}_mix" --balance domain --force "${force}"
 fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     if [ "${teacher_mode}" = online ]; then
         log "Stage 4: teacher targets: skipped (--teacher_mode online)"
-    elif ! has_verb extract_teacher; then
-        log "Stage 4: teacher targets"
-        not_implemented 4 "teacher targets"
-    elif ! upstream_missing 4 "teacher targets" "${dumpdir}/raw/${train_set}_mix" mix_data; then
+    else
         log "Stage 4: teacher targets -> ${dumpdir}/targets/<teacher>/<set>"
         all_teachers="${teachers}"
         [ "${run_plus}" = false ] || all_teachers="${teachers:+${teachers},}${plus_teachers}"
@@ -243,24 +210,20 @@ fi
 
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     log "Stage 5: distill stage 1 -> ${expdir}/${tag}/"
-    if ! has_verb distill; then
-        not_implemented 5 "distill stage 1"
-    elif ! upstream_missing 5 "distill stage 1" "${dumpdir}/raw/${train_set}_mix" mix_data; then
-        require_card_dir
-        mapfile -t _o < <(opt_if teachers "${teachers}"; opt_if config "${distill_config}"
-                          card_dir_opt teacher_cards)
-        "${train_launcher[@]}" "${expdir}/${tag}/train.log" "${train_prefix[@]}" usad2.bin.distill \
-            "${_o[@]+"${_o[@]}"}" --student "${student}" --teacher_mode "${teacher_mode}" \
-            --train_dir "${dumpdir}/raw/${train_set}_mix" --dev_dir "${dumpdir}/raw/${dev_set}" \
-            --targets_dir "${dumpdir}/targets" --out_dir "${expdir}/${tag}" \
-            "${distill_extra[@]+"${distill_extra[@]}"}"
-    fi
+    require_card_dir
+    mapfile -t _o < <(opt_if teachers "${teachers}"; opt_if config "${distill_config}"
+                      card_dir_opt teacher_cards)
+    "${train_launcher[@]}" "${expdir}/${tag}/train.log" "${train_prefix[@]}" usad2.bin.distill \
+        "${_o[@]+"${_o[@]}"}" --student "${student}" --teacher_mode "${teacher_mode}" \
+        --train_dir "${dumpdir}/raw/${train_set}_mix" --dev_dir "${dumpdir}/raw/${dev_set}" \
+        --targets_dir "${dumpdir}/targets" --out_dir "${expdir}/${tag}" \
+        "${distill_extra[@]+"${distill_extra[@]}"}"
 fi
 
 if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
     if [ "${run_plus}" = false ]; then
         log "Stage 6: distill stage 2: skipped (--run_plus false)"
-    elif has_verb distill; then
+    else
         log "Stage 6: distill stage 2 (\"+\") from ${stage2_init} -> ${plus_dir}/"
         _init=(--init "${expdir}/${tag}")
         [ "${stage2_init}" = stage1 ] || _init=(--student "${student}")  # ablation: from a random init
@@ -272,9 +235,6 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
             --train_dir "${dumpdir}/raw/${train_set}_mix" --dev_dir "${dumpdir}/raw/${dev_set}" \
             --targets_dir "${dumpdir}/targets" --out_dir "${plus_dir}" \
             "${distill_extra[@]+"${distill_extra[@]}"}"
-    else
-        log "Stage 6: distill stage 2"
-        not_implemented 6 "distill stage 2"
     fi
 fi
 
@@ -283,64 +243,52 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     [ "${run_plus}" = false ] || last_dir="${plus_dir}"
     log "Stage 7: export ${last_dir} -> ${expdir}/${tag}/export/"
     ckpt="${last_dir}/checkpoints/${export_checkpoint}"
-    if ! has_verb export; then
-        not_implemented 7 "export"
-    elif ! upstream_missing 7 export "${ckpt}" distill; then
-        "${python}" -m usad2.bin.export --checkpoint "${ckpt}" \
-            --out "${expdir}/${tag}/export/model.pt" --force "${force}"
-    fi
+    "${python}" -m usad2.bin.export --checkpoint "${ckpt}" \
+        --out "${expdir}/${tag}/export/model.pt" --force "${force}"
 fi
 
 if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
     log "Stage 8: probe -> ${expdir}/${tag}/probe/"
-    if ! has_verb probe; then
-        not_implemented 8 "probe"
-    elif ! upstream_missing 8 probe "${expdir}/${tag}/export/model.pt" distill; then
-        # student export, its prediction heads (training checkpoint), each teacher, and the baselines;
-        # the feature cache is shared by experiments (teachers and baselines are extracted once)
-        probe_dir="${expdir}/${tag}"
-        [ "${run_plus}" = false ] || probe_dir="${plus_dir}"
-        _models=(--model "student=${expdir}/${tag}/export/model.pt")
-        all_teachers="${teachers}"
-        [ "${run_plus}" = false ] || all_teachers="${teachers:+${teachers},}${plus_teachers}"
-        IFS=, read -ra _tlist <<< "${all_teachers}"
-        for teacher in "${_tlist[@]+"${_tlist[@]}"}"; do
-            _models+=(--model "${teacher}")
-        done
-        _heads_ckpt="${probe_dir}/checkpoints/${export_checkpoint}"
-        [ ! -f "${_heads_ckpt}" ] || _models+=(--model "student_heads=heads:${_heads_ckpt}")
-        for _ckpt in "${expdir}/${tag}/checkpoints/${export_checkpoint}" "${_heads_ckpt}"; do
-            [ ! -f "${_ckpt}" ] || _models+=(--model "teachers_of=${_ckpt}")  # teachers it learnt from
-        done
-        _models+=(--model fbank --model "random_init=${student}")
-        require_card_dir
-        _env=()  # teachers given by path: the probe finds their cards through the search path
-        [ -z "${teacher_checkpoints}" ] \
-            || _env=(env "USAD2_TEACHER_CARDS=${teacher_card_dir}${USAD2_TEACHER_CARDS:+:${USAD2_TEACHER_CARDS}}")
-        "${_env[@]+"${_env[@]}"}" "${python}" -m usad2.bin.probe "${_models[@]}" --data_root "${dumpdir}/raw" \
-            --train_set "${train_set}" --dev_set "${dev_set}" --test_set "${_tests[0]}" \
-            --out_dir "${expdir}/${tag}/probe" --feature_cache "${expdir}/probe_features" \
-            --force "${force}" \
-            "${probe_extra[@]+"${probe_extra[@]}"}"
-        if [ "${s3prl_probe}" = true ]; then  # s3prl's own runner with -u usad2 on one demo label
-            "${python}" -m usad2.bin.s3prl_probe --export "${expdir}/${tag}/export/model.pt" \
-                --data_root "${dumpdir}/raw" --train_set "${train_set}" --test_set "${_tests[0]}" \
-                --label "${s3prl_label}" --steps "${s3prl_steps}" --force "${force}" \
-                --out_dir "${expdir}/${tag}/probe/s3prl_${s3prl_label}"
-        fi
+    # student export, its prediction heads (training checkpoint), each teacher, and the baselines;
+    # the feature cache is shared by experiments (teachers and baselines are extracted once)
+    probe_dir="${expdir}/${tag}"
+    [ "${run_plus}" = false ] || probe_dir="${plus_dir}"
+    _models=(--model "student=${expdir}/${tag}/export/model.pt")
+    all_teachers="${teachers}"
+    [ "${run_plus}" = false ] || all_teachers="${teachers:+${teachers},}${plus_teachers}"
+    IFS=, read -ra _tlist <<< "${all_teachers}"
+    for teacher in "${_tlist[@]+"${_tlist[@]}"}"; do
+        _models+=(--model "${teacher}")
+    done
+    _heads_ckpt="${probe_dir}/checkpoints/${export_checkpoint}"
+    [ ! -f "${_heads_ckpt}" ] || _models+=(--model "student_heads=heads:${_heads_ckpt}")
+    for _ckpt in "${expdir}/${tag}/checkpoints/${export_checkpoint}" "${_heads_ckpt}"; do
+        [ ! -f "${_ckpt}" ] || _models+=(--model "teachers_of=${_ckpt}")  # teachers it learnt from
+    done
+    _models+=(--model fbank --model "random_init=${student}")
+    require_card_dir
+    _env=()  # teachers given by path: the probe finds their cards through the search path
+    [ -z "${teacher_checkpoints}" ] \
+        || _env=(env "USAD2_TEACHER_CARDS=${teacher_card_dir}${USAD2_TEACHER_CARDS:+:${USAD2_TEACHER_CARDS}}")
+    "${_env[@]+"${_env[@]}"}" "${python}" -m usad2.bin.probe "${_models[@]}" --data_root "${dumpdir}/raw" \
+        --train_set "${train_set}" --dev_set "${dev_set}" --test_set "${_tests[0]}" \
+        --out_dir "${expdir}/${tag}/probe" --feature_cache "${expdir}/probe_features" \
+        --force "${force}" \
+        "${probe_extra[@]+"${probe_extra[@]}"}"
+    if [ "${s3prl_probe}" = true ]; then  # s3prl's own runner with -u usad2 on one demo label
+        "${python}" -m usad2.bin.s3prl_probe --export "${expdir}/${tag}/export/model.pt" \
+            --data_root "${dumpdir}/raw" --train_set "${train_set}" --test_set "${_tests[0]}" \
+            --label "${s3prl_label}" --steps "${s3prl_steps}" --force "${force}" \
+            --out_dir "${expdir}/${tag}/probe/s3prl_${s3prl_label}"
     fi
 fi
 
 if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
     log "Stage 9: report -> ${expdir}/${tag}/report/"
-    if ! has_verb report; then
-        not_implemented 9 "report"
-    elif ! upstream_missing 9 report "${expdir}/${tag}/probe" probe; then
-        report_log="${expdir}/${tag}"
-        [ "${run_plus}" = false ] || report_log="${plus_dir}"
-        "${python}" -m usad2.bin.report --probe_dir "${expdir}/${tag}/probe" \
-            --train_log "${report_log}" --out_dir "${expdir}/${tag}/report"
-    fi
+    report_log="${expdir}/${tag}"
+    [ "${run_plus}" = false ] || report_log="${plus_dir}"
+    "${python}" -m usad2.bin.report --probe_dir "${expdir}/${tag}/probe" \
+        --train_log "${report_log}" --out_dir "${expdir}/${tag}/report"
 fi
 
 log "Finished stages ${stage}-${stop_stage} in ${SECONDS} s"
