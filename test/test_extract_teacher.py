@@ -117,3 +117,13 @@ def test_force_on_one_job_redoes_only_that_shard_and_remerges(data_and_reference
     assert os.path.getmtime(os.path.join(out, ".done")) > merged_before  # shard 1 newer -> re-merged
     got, want = targets_content(out), targets_content(ref)
     assert all(np.array_equal(a, b) for u in want for a, b in zip(got[u], want[u]))
+
+
+def test_default_layers_cover_stage_1_and_the_last_layer_for_stage_2():
+    from usad2.targets.extract import default_layers
+    from usad2.teachers.registry import load_card
+
+    assert default_layers(load_card("yamnet")) == [2, 4, 6, 7]  # distill_layers + last (logits)
+    assert default_layers(load_card("basic_pitch")) == [1, 2, 3]
+    assert default_layers(load_card("resemblyzer")) == [1, 2, 3]  # fewer layers than K = 4
+    assert default_layers(load_card("wavlm_base_plus")) == [3, 6, 9, 12]

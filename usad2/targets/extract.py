@@ -24,14 +24,21 @@ logger = logging.getLogger("usad2")
 
 
 def default_layers(card, k=4):
-    """The card's distill_layers, else the K-sparse teacher layers floor(k·L_T/K) (SPEC §3).
+    """The layers stage 4 stores for a teacher: what stage 1 distils plus the last layer.
 
-    The teacher side of the mapping does not depend on the student's depth, so targets
-    extracted once serve every student preset with the same K.
+    Stage 1 distils the card's distill_layers, else the K-sparse teacher layers floor(k·L_T/K)
+    (SPEC §3; all layers when the teacher has fewer than K). Stage 2 distils the last layer
+    (SPEC §4), so it is always included: one targets dir then serves both stages. The teacher
+    side of the mapping does not depend on the student's depth, so targets extracted once serve
+    every student preset with the same K.
     """
     if card.distill_layers:
-        return [int(x) for x in card.distill_layers]
-    return teacher_layers(card.num_layers, k, name=card.name)
+        layers = [int(x) for x in card.distill_layers]
+    elif card.num_layers < k:
+        layers = list(range(1, card.num_layers + 1))
+    else:
+        layers = teacher_layers(card.num_layers, k, name=card.name)
+    return sorted(set(layers) | {card.num_layers})
 
 
 def split_shards(utts, nj):
