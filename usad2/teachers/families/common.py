@@ -180,3 +180,20 @@ def pad_stack(seqs):
     for i, s in enumerate(seqs):
         out[i, :s.shape[0]] = s
     return out, lengths
+
+
+def extract_each(wavs, lengths, device, one):
+    """Run `one(wave) -> [(T, D) per layer]` on each unpadded utterance of a (B, N) batch.
+
+    Families that must see every utterance alone (no attention mask, per-utterance
+    normalisation) share this loop; returns the zero-padded (B, T_max, D) layers and the frame
+    lengths (B,), as `Teacher._extract` does.
+    """
+    per_layer = None
+    for b in range(wavs.shape[0]):
+        outs = one(wavs[b, :int(lengths[b])].to(device, torch.float32))
+        per_layer = per_layer or [[] for _ in outs]
+        for i, out in enumerate(outs):
+            per_layer[i].append(out)
+    stacked = [pad_stack(seqs) for seqs in per_layer]
+    return [padded for padded, _ in stacked], stacked[0][1]

@@ -142,16 +142,7 @@ class _Fairseq2Teacher(Teacher):
         return self
 
     def _extract(self, wavs, lengths, layers):
-        per_layer = [[] for _ in layers]
-        for b in range(wavs.shape[0]):
-            outs = self._utterance(wavs[b, :int(lengths[b])].to(self.device, torch.float32), layers)
-            for i, out in enumerate(outs):
-                per_layer[i].append(out)
-        outs, frame_lengths = [], None
-        for seqs in per_layer:
-            padded, frame_lengths = common.pad_stack(seqs)
-            outs.append(padded)
-        return outs, frame_lengths
+        return common.extract_each(wavs, lengths, self.device, lambda wav: self._utterance(wav, layers))
 
     def _encode(self, seqs, layers):
         """Frontend (features -> model dim, no masker) and encoder on one (1, S, *) chunk."""

@@ -92,16 +92,7 @@ class HFWavLMTeacher(Teacher):
         return self
 
     def _extract(self, wavs, lengths, layers):
-        per_layer = [[] for _ in layers]
-        for b in range(wavs.shape[0]):
-            feats = self._one(wavs[b, :int(lengths[b])].to(self.device, torch.float32), layers)
-            for i, f in enumerate(feats):
-                per_layer[i].append(f)
-        outs, frame_lengths = [], None
-        for seqs in per_layer:
-            padded, frame_lengths = common.pad_stack(seqs)
-            outs.append(padded)
-        return outs, frame_lengths
+        return common.extract_each(wavs, lengths, self.device, lambda wav: self._one(wav, layers))
 
     def _one(self, wav, layers):
         """Layers of one unpadded utterance: list of (T, D)."""
