@@ -235,19 +235,19 @@ def test_recipe_ablation_options(recorded_recipe):
     assert r.returncode == 0, r.stderr
     s1, s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"]
     assert _val(s1, "--teachers") == "speech_embedding,yamnet" and _val(s1, "--omega") == "1"
-    assert _val(s2, "--omega") == "1" and _val(s2, "--student") == "tiny" and "--init" not in s2
+    assert _val(s2, "--omega") == "1" and _val(s2, "--student") == "mini" and "--init" not in s2
     assert _val(s2, "--stage2_teachers") == "resemblyzer,yamnet"
     assert "Stage 6: distill stage 2 (\"+\") from scratch" in r.stderr
     assert "basic_pitch" not in " ".join(verbs["probe"])
     s3 = verbs["s3prl_probe"]
     assert _val(s3, "--label") == "instrument_family" and _val(s3, "--steps") == "7"
-    assert _val(s3, "--export").endswith("exp/usad2_tiny_offline/export/model.pt")
+    assert _val(s3, "--export").endswith("exp/usad2_mini_offline/export/model.pt")
     # --skip_stage2 wins over --run_plus true; stage 6 from the stage-1 model by default
     r, verbs, lines = _recipe(recorded_recipe, "--run_plus", "true", "--skip_stage2", "true")
     assert r.returncode == 0 and "skipped (--run_plus false)" in r.stderr
     r, verbs, lines = _recipe(recorded_recipe, "--run_plus", "true")
     s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"][1]
-    assert _val(s2, "--init") == "exp/usad2_tiny_offline" and "s3prl_probe" not in verbs
+    assert _val(s2, "--init") == "exp/usad2_mini_offline" and "s3prl_probe" not in verbs
 
 
 @pytest.mark.parametrize("args, message", [

@@ -34,6 +34,14 @@ def test_exact_parameter_count_of_base():
     assert count_parameters(get_preset("base")) == 98_850_496
 
 
+def test_mini_is_the_wide_cheap_demo_student():
+    # the demo recipe's student: tiny's depth, 3x its width, half its conv channels
+    mini, tiny = get_preset("mini"), get_preset("tiny")
+    assert (mini.num_layers, mini.d_model, mini.conv_channels) == (tiny.num_layers, 3 * tiny.d_model, tiny.conv_channels // 2)
+    assert count_parameters(mini) == 2_555_744
+    assert get_preset("mini_f1").freq_stride == 1
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_shapes_and_lengths_every_preset(name):
     torch.manual_seed(0)

@@ -44,7 +44,7 @@ teachers=""             # stage-1 teacher cards, comma-separated (empty: the ver
 plus_teachers=""        # stage-2 teacher cards, comma-separated
 teacher_checkpoints=""  # local checkpoints NAME=PATH,... (e.g. wavlm_base_plus=/models/wavlm-base-plus): stage 0 writes cards pointing at them
 teacher_mode=offline    # offline: targets extracted in stage 4; online: teachers run in training
-student=tiny            # student preset (tiny, small, base, large, xlarge, xxlarge)
+student=tiny            # student preset (tiny, mini, small, base, large, xlarge, xxlarge; <preset>_f1)
 distill_config=""       # YAML config of stage 5 (empty: conf/distill_<demo_size>.yaml if present, else the verb's defaults)
 plus_config=""          # YAML config of stage 6 (empty: conf/plus_<demo_size>.yaml if present, else the verb's defaults)
 run_plus=false          # true: run stage 6 (the "+" stage-2 training)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # USAD 2.0 recipe on the embedded demo corpus (speech, general audio, music), CPU-sized.
-#   ./run.sh                          every stage with the demo teachers and the tiny student
+#   ./run.sh                          every stage with the demo teachers and the mini student
 #   ./run.sh --demo_size tiny         the CI-sized corpus
 #   ./run.sh --stage 5 --stop_stage 7 only distil and export
 #   ./run.sh --help                   every option of ../TEMPLATE/usad2.sh with its value here
@@ -20,7 +20,7 @@ plus_teachers="resemblyzer,yamnet"
 
 ./usad2.sh \
     --demo_size default \
-    --student tiny \
+    --student mini \
     --teachers "${teachers}" \
     --plus_teachers "${plus_teachers}" \
     --teacher_mode offline \

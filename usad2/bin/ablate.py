@@ -387,7 +387,7 @@ def get_parser():
     a("--plus_teachers", default="resemblyzer,yamnet", help="stage-2 teachers (last layer)")
     a("--teacher_cards", default=None, help="directory of user teacher cards")
     a("--omega", type=float, default=10.0, help="domain weight ω of the full model")
-    a("--preset", default="tiny", help="student preset")
+    a("--preset", default="mini", help="student preset (the demo recipe's)")
     a("--seeds", default="0", help="training seeds, comma-separated")
     a("--max_steps", type=int, default=600, help="stage-1 steps per run")
     a("--plus_steps", type=int, default=200, help="stage-2 steps per run (0: no stage 2 anywhere)")
