@@ -181,6 +181,8 @@ def test_driver_full_grid_two_seeds(shared, tmp_path, test_env):
     assert len(doc["runs"]) == 2 * 7
     assert set(doc["table"]) == set(grid.split(",")) | {"fbank", "random_init"}
     assert doc["table"]["omega1"]["summary"]["speech"]["n"] == 2
+    assert doc["table"]["random_init"]["summary"]["overall"]["n"] == 2   # one random draw per seed
+    assert set(doc["table"]["random_init"]["seeds"]) == {"random_init.s0", "random_init.s1"}
     worse = {c["worse"] for c in doc["directions"]}
     assert worse == {"no_music", "omega1", "stage2_scratch", "fbank", "random_init"}
     cfg = (out / "runs" / "s1_no_music_seed1" / "run.sh").read_text()

@@ -273,3 +273,17 @@ def test_bad_specs_are_config_errors(corpus, tmp_path):
         probe(["fbank"], str(corpus), str(tmp_path / "o"), tasks="pitch_class", layer="3")
     with pytest.raises(ConfigError, match="not in suite"):
         probe(["fbank"], str(tmp_path), str(tmp_path / "o"), tasks="nope")
+    with pytest.raises(ConfigError, match="seed after '@' must be a whole number"):
+        model_from_spec("random_init=tiny@x")
+
+
+def test_random_init_seed_in_the_spec():
+    from usad2.probe.features import model_from_spec
+
+    def weights(spec, seed=0):
+        return next(model_from_spec(spec, seed=seed).model.parameters()).detach()
+
+    # @N overrides the probe seed; without it the probe seed draws the weights
+    assert torch.equal(weights("r=random:tiny@3"), weights("random_init=tiny", seed=3))
+    assert not torch.equal(weights("r=random:tiny@1"), weights("r=random:tiny@2"))
+    assert model_from_spec("r=random:tiny@1").identity()["seed"] == 1

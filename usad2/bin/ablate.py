@@ -340,13 +340,15 @@ def ablate(args, command=""):
     final, runs = plan(grid, seeds, opts)
     logger.info("ablation grid %s, seeds %s: %d training runs", grid, seeds, len(runs))
     run_all(runs, runs_dir, args.jobs, args.threads)
-    specs = [f"{b}" if b == "fbank" else f"random_init={args.preset}" for b in BASELINES]
+    # one random initialisation per seed, so the baseline's spread is measured like the students'
+    specs = ["fbank"] + [f"random_init.s{seed}=random:{args.preset}@{seed}" for seed in seeds]
+    num_baselines = len(specs)
     for variant, by_seed in final.items():
         for seed, run in by_seed.items():
             specs.append(f"{model_name(variant, seed)}={os.path.join(runs_dir, run.name, 'checkpoints', 'last.pt')}")
     splits = (args.train_set, args.dev_set, args.test_set)
-    results = probe_all(specs[:2], args.data_root, args.out, 1, _names_argv(args.probe_args), splits)
-    results.update(probe_all(specs[2:], args.data_root, args.out, args.jobs, _names_argv(args.probe_args), splits))
+    results = probe_all(specs[:num_baselines], args.data_root, args.out, 1, _names_argv(args.probe_args), splits)
+    results.update(probe_all(specs[num_baselines:], args.data_root, args.out, args.jobs, _names_argv(args.probe_args), splits))
     table = build_table(results, final, seeds)
     checks = check_directions(table)
     doc = {"grid": grid, "seeds": seeds, "runs": {r.name: r.argv for r in runs},

@@ -204,8 +204,9 @@ def model_from_spec(spec, seed=0, cache=None, device="cpu"):
     - `fbank`: the fbank baseline.
     - `NAME=PATH`: the student in an export (or a training checkpoint's encoder) at PATH.
     - `NAME=heads:PATH`: the prediction heads of the training checkpoint PATH.
-    - `random_init` or `random_init=PRESET_OR_EXPORT`: a student initialised with `seed`, of a
-      preset (default tiny) or of the same config as an export file.
+    - `random_init` or `random_init=PRESET_OR_EXPORT[@INIT_SEED]` (or `NAME=random:...`): a
+      student initialised with INIT_SEED (default `seed`), of a preset (default tiny) or of the
+      same config as an export file; INIT_SEED lets one probe run compare several random draws.
     - `CARD` or `NAME=teacher:CARD[@CHECKPOINT]`: a teacher card (layers 1..num_layers).
     """
     name, _, value = spec.partition("=")
@@ -215,7 +216,10 @@ def model_from_spec(spec, seed=0, cache=None, device="cpu"):
     if name == "fbank" and not value:
         return FbankProbe()
     if name == "random_init" or value.startswith("random:"):
-        return _to(_random_student(name, value.removeprefix("random:") or "tiny", seed), device)
+        what, _, init_seed = value.removeprefix("random:").partition("@")
+        if init_seed and not init_seed.isdigit():
+            raise ConfigError(f"--model {spec!r}: the initialisation seed after '@' must be a whole number")
+        return _to(_random_student(name, what or "tiny", int(init_seed) if init_seed else seed), device)
     if value.startswith("heads:"):
         return _to(_heads_probe(name, value[len("heads:"):]), device)
     if value.startswith("teacher:") or not value:
