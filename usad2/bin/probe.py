@@ -31,7 +31,7 @@ logger = logging.getLogger("usad2.bin.probe")
 def get_parser():
     parser = make_parser(__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", required=True,
-                        help="model spec, repeatable: fbank, NAME=EXPORT, NAME=heads:CKPT, random_init=PRESET, CARD, "
+                        help="model spec, repeatable: fbank, NAME=EXPORT, NAME=heads:CKPT, random_init=PRESET[@SEED], CARD, "
                         "teachers_of=CKPT")
     parser.add_argument("--data_root", required=True, help="folder holding the train/dev/test data dirs")
     parser.add_argument("--suite", default="demo", help="task suite")

@@ -216,7 +216,10 @@ def model_from_spec(spec, seed=0, cache=None, device="cpu"):
     if name == "fbank" and not value:
         return FbankProbe()
     if name == "random_init" or value.startswith("random:"):
-        what, _, init_seed = value.removeprefix("random:").partition("@")
+        what = value.removeprefix("random:")
+        init_seed = ""
+        if "@" in what:  # the last '@': an export path may itself hold one
+            what, _, init_seed = what.rpartition("@")
         if init_seed and not init_seed.isdigit():
             raise ConfigError(f"--model {spec!r}: the initialisation seed after '@' must be a whole number")
         return _to(_random_student(name, what or "tiny", int(init_seed) if init_seed else seed), device)
