@@ -223,12 +223,35 @@ def _val(words, name):
     return words[words.index(name) + 1]
 
 
-def test_recipe_defaults_unchanged(recorded_recipe):
+def test_recipe_defaults_run_both_stages(recorded_recipe):
+    """The default run is the paper's full method: stage 1, stage 2 from it, the stage-2 export."""
     r, verbs, lines = _recipe(recorded_recipe)
+    assert r.returncode == 0, r.stderr
+    assert "Stage 6: distill stage 2 (\"+\") from stage1" in r.stderr
+    assert [line.split()[1] for line in lines] == ["usad2.bin.distill", "usad2.bin.distill", "usad2.bin.export",
+                                                   "usad2.bin.export", "usad2.bin.probe"]
+    s1, s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"]
+    assert "--omega" not in s1 and _val(s1, "--teachers") == "speech_embedding,yamnet,basic_pitch"
+    assert _val(s2, "--init") == "exp/usad2_mini_offline" and _val(s2, "--out_dir") == "exp/usad2_mini_offline_plus"
+    e1, e2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.export"]
+    assert _val(e1, "--out") == "exp/usad2_mini_offline/export/model.pt"
+    assert _val(e2, "--checkpoint") == "exp/usad2_mini_offline_plus/checkpoints/last.pt"
+    assert _val(e2, "--out") == "exp/usad2_mini_offline_plus/export/model.pt"
+    probe = verbs["probe"]
+    assert "student=exp/usad2_mini_offline_plus/export/model.pt" in probe
+    assert "student_stage1=exp/usad2_mini_offline/export/model.pt" in probe
+    assert _val(probe, "--out_dir") == "exp/usad2_mini_offline_plus/probe"
+
+
+def test_recipe_stage1_only(recorded_recipe):
+    """--run_plus false: stage 1 is the final model; its dir holds export and probe."""
+    r, verbs, lines = _recipe(recorded_recipe, "--run_plus", "false")
     assert r.returncode == 0, r.stderr
     assert "Stage 6: distill stage 2: skipped (--run_plus false)" in r.stderr
     assert [line.split()[1] for line in lines] == ["usad2.bin.distill", "usad2.bin.export", "usad2.bin.probe"]
-    assert "--omega" not in verbs["distill"] and _val(verbs["distill"], "--teachers") == "speech_embedding,yamnet,basic_pitch"
+    assert _val(verbs["export"], "--out") == "exp/usad2_mini_offline/export/model.pt"
+    assert "student=exp/usad2_mini_offline/export/model.pt" in verbs["probe"]
+    assert not any(w.startswith("student_stage1=") for w in verbs["probe"])
 
 
 def test_recipe_ablation_options(recorded_recipe):
@@ -243,7 +266,7 @@ def test_recipe_ablation_options(recorded_recipe):
     assert "basic_pitch" not in " ".join(verbs["probe"])
     s3 = verbs["s3prl_probe"]
     assert _val(s3, "--label") == "instrument_family" and _val(s3, "--steps") == "7"
-    assert _val(s3, "--export").endswith("exp/usad2_mini_offline/export/model.pt")
+    assert _val(s3, "--export").endswith("exp/usad2_mini_offline_plus/export/model.pt")
     # --skip_stage2 wins over --run_plus true; stage 6 from the stage-1 model by default
     r, verbs, lines = _recipe(recorded_recipe, "--run_plus", "true", "--skip_stage2", "true")
     assert r.returncode == 0 and "skipped (--run_plus false)" in r.stderr

@@ -47,7 +47,7 @@ teacher_mode=offline    # offline: targets extracted in stage 4; online: teacher
 student=tiny            # student preset (tiny, mini, small, base, large, xlarge, xxlarge; <preset>_f1)
 distill_config=""       # YAML config of stage 5 (empty: conf/distill_<demo_size>.yaml if present, else the verb's defaults)
 plus_config=""          # YAML config of stage 6 (empty: conf/plus_<demo_size>.yaml if present, else the verb's defaults)
-run_plus=false          # true: run stage 6 (the "+" stage-2 training)
+run_plus=true           # run stage 6 (the "+" stage-2 training, the paper's full method); false: stop after stage 1
 skip_stage2=false       # true: the same as --run_plus false (ablation "no stage 2")
 stage2_init=stage1      # stage 6 starts from: stage1 (the stage-5 model) or scratch (a random --student)
 omega=""                # domain weight ω of stages 5 and 6 (empty: the verb's default, 10; 1 = uniform)
@@ -62,7 +62,9 @@ s3prl_steps=200         # s3prl training steps of that task
 help_message="Usage: $0 [options]
 Runs the usad2 stages [stage, stop_stage]:
   0 fetch teachers   1 data (local/data.sh)   2 format   3 mix   4 teacher targets (offline)
-  5 distill          6 distill stage 2 (\"+\", --run_plus true)   7 export   8 probe   9 report"
+  5 distill          6 distill stage 2 (\"+\"; --run_plus false skips it)   7 export   8 probe   9 report
+The final model is the stage-2 one (exp/<tag>_plus/) unless --run_plus false (exp/<tag>/); stages
+7-9 write export/, probe/ and report/ into that model's own experiment dir."
 
 # shellcheck source=utils/parse_options.sh
 . utils/parse_options.sh
@@ -131,6 +133,10 @@ all_sets=("${train_set}" "${dev_set}")
 read -ra _tests <<< "${test_sets}"
 all_sets+=("${_tests[@]}")
 plus_dir="${expdir}/${tag}_plus"
+# The experiment dir of the final model: stage 2's when it runs, else stage 1's. Its export,
+# probe and report live there, so a path always says which stage it holds.
+final_dir="${expdir}/${tag}"
+[ "${run_plus}" = false ] || final_dir="${plus_dir}"
 # Cards of the teachers given by --teacher_checkpoints (stage 0); stages 4-6 and 8 read them first.
 teacher_card_dir="${dumpdir}/teacher_cards"
 # Dies when local checkpoints are in use but stage 0 has not written their cards yet.
@@ -239,21 +245,24 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
 fi
 
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
-    last_dir="${expdir}/${tag}"
-    [ "${run_plus}" = false ] || last_dir="${plus_dir}"
-    log "Stage 7: export ${last_dir} -> ${expdir}/${tag}/export/"
-    ckpt="${last_dir}/checkpoints/${export_checkpoint}"
-    "${python}" -m usad2.bin.export --checkpoint "${ckpt}" \
-        --out "${expdir}/${tag}/export/model.pt" --force "${force}"
+    # the stage-1 model always (stage 8 compares it with stage 2), then the final one
+    _export_dirs=("${expdir}/${tag}")
+    [ "${run_plus}" = false ] || _export_dirs+=("${plus_dir}")
+    for _d in "${_export_dirs[@]}"; do
+        log "Stage 7: export ${_d}/checkpoints/${export_checkpoint} -> ${_d}/export/model.pt"
+        "${python}" -m usad2.bin.export --checkpoint "${_d}/checkpoints/${export_checkpoint}" \
+            --out "${_d}/export/model.pt" --force "${force}"
+    done
 fi
 
 if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
-    log "Stage 8: probe -> ${expdir}/${tag}/probe/"
-    # student export, its prediction heads (training checkpoint), each teacher, and the baselines;
-    # the feature cache is shared by experiments (teachers and baselines are extracted once)
-    probe_dir="${expdir}/${tag}"
-    [ "${run_plus}" = false ] || probe_dir="${plus_dir}"
-    _models=(--model "student=${expdir}/${tag}/export/model.pt")
+    log "Stage 8: probe -> ${final_dir}/probe/"
+    # the final export, its prediction heads (training checkpoint), the stage-1 export when
+    # stage 2 ran, each teacher, and the baselines; the feature cache is shared by experiments
+    # (teachers and baselines are extracted once)
+    probe_dir="${final_dir}"
+    _models=(--model "student=${final_dir}/export/model.pt")
+    [ "${run_plus}" = false ] || _models+=(--model "student_stage1=${expdir}/${tag}/export/model.pt")
     all_teachers="${teachers}"
     [ "${run_plus}" = false ] || all_teachers="${teachers:+${teachers},}${plus_teachers}"
     IFS=, read -ra _tlist <<< "${all_teachers}"
@@ -272,23 +281,21 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
         || _env=(env "USAD2_TEACHER_CARDS=${teacher_card_dir}${USAD2_TEACHER_CARDS:+:${USAD2_TEACHER_CARDS}}")
     "${_env[@]+"${_env[@]}"}" "${python}" -m usad2.bin.probe "${_models[@]}" --data_root "${dumpdir}/raw" \
         --train_set "${train_set}" --dev_set "${dev_set}" --test_set "${_tests[0]}" \
-        --out_dir "${expdir}/${tag}/probe" --feature_cache "${expdir}/probe_features" \
+        --out_dir "${final_dir}/probe" --feature_cache "${expdir}/probe_features" \
         --force "${force}" \
         "${probe_extra[@]+"${probe_extra[@]}"}"
     if [ "${s3prl_probe}" = true ]; then  # s3prl's own runner with -u usad2 on one demo label
-        "${python}" -m usad2.bin.s3prl_probe --export "${expdir}/${tag}/export/model.pt" \
+        "${python}" -m usad2.bin.s3prl_probe --export "${final_dir}/export/model.pt" \
             --data_root "${dumpdir}/raw" --train_set "${train_set}" --test_set "${_tests[0]}" \
             --label "${s3prl_label}" --steps "${s3prl_steps}" --force "${force}" \
-            --out_dir "${expdir}/${tag}/probe/s3prl_${s3prl_label}"
+            --out_dir "${final_dir}/probe/s3prl_${s3prl_label}"
     fi
 fi
 
 if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
-    log "Stage 9: report -> ${expdir}/${tag}/report/"
-    report_log="${expdir}/${tag}"
-    [ "${run_plus}" = false ] || report_log="${plus_dir}"
-    "${python}" -m usad2.bin.report --probe_dir "${expdir}/${tag}/probe" \
-        --train_log "${report_log}" --out_dir "${expdir}/${tag}/report"
+    log "Stage 9: report -> ${final_dir}/report/"
+    "${python}" -m usad2.bin.report --probe_dir "${final_dir}/probe" \
+        --train_log "${final_dir}" --out_dir "${final_dir}/report"
 fi
 
 log "Finished stages ${stage}-${stop_stage} in ${SECONDS} s"
