@@ -356,3 +356,60 @@ def test_task_needs_teachers():
     model = Usad2Model(get_preset("tiny"))
     with pytest.raises(ConfigError, match="no teachers"):
         _task([], model)
+
+
+# ---- probability layers as log-odds ----------------------------------------------------------------
+class _FixedProvider:
+    """A target provider answering fixed tensors (the wrapper's input contract)."""
+
+    mode = "offline"
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    def get(self, batch, device="cpu"):
+        return {name: (list(outs), lengths) for name, (outs, lengths) in self.answer.items()}
+
+
+def _prob_spec(name, layers, prob_layers):
+    from usad2.distill.task import TeacherSpec
+
+    return TeacherSpec(name, "music", fractions.Fraction(25), 0.0, [(k, k) for k in layers],
+                       {k: 3 for k in layers}, tuple(prob_layers))
+
+
+def test_probability_layers_become_log_odds_and_others_stay():
+    from usad2.distill.targets import LogitTargets, probability_to_logit, with_probability_targets
+
+    p = torch.tensor([[[0.0, 0.5, 1.0], [1e-3, 0.2, 0.9]]])
+    dense = torch.tensor([[[-3.0, 0.5, 7.0], [1.0, 2.0, 3.0]]])
+    lengths = torch.tensor([2])
+    specs = [_prob_spec("pitchy", [1, 2], [2]), _prob_spec("plain", [1], [])]
+    provider = _FixedProvider({"pitchy": ([dense, p], lengths), "plain": ([p], lengths)})
+    wrapped = with_probability_targets(provider, specs, "logit")
+    assert isinstance(wrapped, LogitTargets) and wrapped.mode == "offline"
+    out = wrapped.get(None)
+    assert torch.equal(out["pitchy"][0][0], dense) and torch.equal(out["plain"][0][0], p)
+    z = out["pitchy"][0][1]
+    bound = math.log((1 - 1e-4) / 1e-4)
+    assert z[0, 0].tolist() == pytest.approx([-bound, 0.0, bound], abs=1e-3)
+    assert z[0, 1].tolist() == pytest.approx([math.log(1e-3 / (1 - 1e-3)), math.log(0.25), math.log(9.0)], rel=1e-4)
+    assert torch.sigmoid(probability_to_logit(p[0, 1])).tolist() == pytest.approx(p[0, 1].tolist(), rel=1e-4)
+    # raw mode, or no probability layer among the distilled ones: the provider itself
+    assert with_probability_targets(provider, specs, "raw") is provider
+    assert with_probability_targets(provider, [specs[1]], "logit") is provider
+    with pytest.raises(ConfigError, match="--probability_targets must be one of"):
+        with_probability_targets(provider, specs, "probit")
+
+
+def test_card_probability_layers_are_checked_and_reach_the_spec():
+    card = load_card("basic_pitch")
+    assert card.probability_layers == [1, 2, 3]
+    assert stage1_spec(card, 4).probability_layers == (1, 2, 3)
+    plain = load_card("yamnet")
+    assert plain.probability_layers is None and "probability_layers" not in plain.to_dict()
+    d = dict(card.to_dict(), probability_layers=[4])
+    from usad2.teachers.base import TeacherError
+
+    with pytest.raises(TeacherError, match=r"probability_layers \[4\] are not layers 1..3"):
+        TeacherCard.from_dict(d, "bad.yaml")

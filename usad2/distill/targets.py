@@ -124,3 +124,58 @@ class OfflineTargets:
             stacked = [pad_stack(arrs, device) for arrs in per_layer]
             out[name] = ([s[0] for s in stacked], stacked[0][1])
         return out
+
+
+PROBABILITY_TARGETS = ("logit", "raw")
+
+
+def probability_to_logit(p, eps=1e-4):
+    """log(p / (1 - p)) of probabilities clamped to [eps, 1 - eps] (bounded at about ±9.2)."""
+    p = p.float().clamp(eps, 1.0 - eps)
+    return torch.log(p) - torch.log1p(-p)
+
+
+class LogitTargets:
+    """Re-expresses the probability layers of a target provider as log-odds.
+
+    Why (measured on the demo corpus, egs/multidomain/RESULTS.md): basic-pitch's note, onset and
+    contour posteriors are sparse, almost every value near 0 with rare spikes near 1. Standardised
+    and fitted with the frame loss's L1 term, whose optimum is the conditional MEDIAN, such a
+    dimension is best predicted as "off" everywhere, so the student learns next to nothing of
+    which notes sound, and with it of pitch and harmony. Log-odds are dense: an off note at
+    p = 1e-3 and one at 0.2 differ by 5.5 instead of 0.2, so every frame tells the student how
+    close each note is to being on.
+
+    `layers` {teacher name: [positions in that teacher's layer list to transform]}; providers
+    answer {name: ([tensors], lengths)} (`OnlineTargets`, `OfflineTargets`). Padding frames are
+    transformed too; the loss masks them out.
+    """
+
+    def __init__(self, provider, layers, eps=1e-4):
+        self.provider = provider
+        self.layers = {name: set(pos) for name, pos in layers.items() if pos}
+        self.eps = eps
+        self.mode = provider.mode
+
+    def get(self, batch, device="cpu"):
+        out = self.provider.get(batch, device)
+        for name, positions in self.layers.items():
+            if name in out:
+                outputs, lengths = out[name]
+                out[name] = ([probability_to_logit(o, self.eps) if j in positions else o
+                              for j, o in enumerate(outputs)], lengths)
+        return out
+
+
+def with_probability_targets(provider, specs, mode):
+    """The provider, with each spec's probability layers as log-odds when `mode` is "logit"."""
+    if mode not in PROBABILITY_TARGETS:
+        raise ConfigError(f"--probability_targets must be one of {PROBABILITY_TARGETS}, got {mode!r}")
+    if provider is None or mode == "raw":
+        return provider
+    layers = {s.name: [j for j, t in enumerate(s.teacher_layers) if t in s.probability_layers] for s in specs}
+    if not any(layers.values()):
+        return provider
+    logger.info("targets as log-odds: %s", ", ".join(
+        f"{s.name}:L{t}" for s in specs for t in s.teacher_layers if t in s.probability_layers))
+    return LogitTargets(provider, layers)

@@ -66,6 +66,7 @@ class TeacherSpec:
     frame_offset: float
     pairs: list
     widths: dict
+    probability_layers: tuple = ()
 
     def keys(self):
         return [head_key(self.name, t) for _, t in self.pairs]
@@ -77,7 +78,7 @@ class TeacherSpec:
 
 def _spec(card, pairs):
     return TeacherSpec(card.name, card.domain, fractions.Fraction(card.frame_rate), float(card.frame_offset),
-                       pairs, {t: card.layer_width(t) for _, t in pairs})
+                       pairs, {t: card.layer_width(t) for _, t in pairs}, tuple(card.probability_layers or ()))
 
 
 def stage1_spec(card, num_student_layers, k=4):

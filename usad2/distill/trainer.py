@@ -44,7 +44,7 @@ import time
 import numpy as np
 import torch
 
-from usad2.distill.targets import OfflineTargets, OnlineTargets
+from usad2.distill.targets import OfflineTargets, OnlineTargets, with_probability_targets
 from usad2.distill.task import (DistillModel, DistillTask, EvalAccumulator, TargetStats, denormalise_preds,
                                 stage1_spec, stage2_spec, student_timing)
 from usad2.errors import CheckpointError, ConfigError
@@ -62,7 +62,7 @@ CKPT_FORMAT = "usad2-train-checkpoint"
 CKPT_RE = re.compile(r"^step_(\d{8})\.pt$")
 # options whose change makes an existing experiment directory a different experiment
 IDENTITY_KEYS = ("teachers", "stage2_teachers", "stage2_student_layer", "k", "preset", "init",
-                 "upscale_ranges", "targets_dir", "target_norm", "train_data", "seed", "batch_seconds",
+                 "upscale_ranges", "targets_dir", "target_norm", "probability_targets", "train_data", "seed", "batch_seconds",
                  "crop_seconds", "grad_accum", "fsdp")
 
 
@@ -343,6 +343,9 @@ class Trainer:
             teachers = {s.name: build_teacher(s.name, device=self.device, card_dirs=cfg.get("teacher_cards") or None)
                         for s in self.specs}
             self.train_targets = self.dev_targets = OnlineTargets(teachers, layers)
+        mode = cfg.get("probability_targets", "raw")  # checkpoints before the option: raw
+        self.train_targets = with_probability_targets(self.train_targets, self.specs, mode)
+        self.dev_targets = with_probability_targets(self.dev_targets, self.specs, mode)
 
     def _build_pipelines(self):
         from usad2.data.pipeline import EvalPipeline, TrainPipeline

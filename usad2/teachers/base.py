@@ -38,8 +38,10 @@ class TeacherCard:
     sha256); sample_rate: native input rate; frame_rate: exact Fraction; frame_offset: seconds
     of frame 0's centre; num_layers and width (int, or one int per layer in `widths`);
     distill_layers: explicit layers to distil (else the K-sparse rule); layer_names: optional
-    names of layers 1..L (e.g. contour/note/onset); layer_tensor: "block" or "ffn"; options:
-    family-specific settings.
+    names of layers 1..L (e.g. contour/note/onset); layer_tensor: "block" or "ffn";
+    probability_layers: layers whose values are probabilities in [0, 1] (sigmoid posteriors such as
+    basic-pitch's), which distillation may re-express as log-odds (usad2.distill.targets);
+    options: family-specific settings.
     """
     name: str
     family: str
@@ -53,6 +55,7 @@ class TeacherCard:
     distill_layers: list = None
     layer_names: list = None
     layer_tensor: str = "block"
+    probability_layers: list = None
     source: dict = dataclasses.field(default_factory=dict)
     options: dict = dataclasses.field(default_factory=dict)
     description: str = ""
@@ -65,6 +68,10 @@ class TeacherCard:
             raise TeacherError(f"teacher card {self.name}: layer_tensor must be block or ffn")
         if self.widths is not None and len(self.widths) != self.num_layers:
             raise TeacherError(f"teacher card {self.name}: {len(self.widths)} widths for {self.num_layers} layers")
+        bad = [k for k in self.probability_layers or [] if not (isinstance(k, int) and 1 <= k <= self.num_layers)]
+        if bad:
+            raise TeacherError(f"teacher card {self.name}: probability_layers {bad} are not layers "
+                               f"1..{self.num_layers}")
 
     def layer_width(self, layer):
         """Width of layer `layer` (1-based)."""
@@ -73,6 +80,8 @@ class TeacherCard:
     def to_dict(self):
         d = dataclasses.asdict(self)
         d["frame_rate"] = str(self.frame_rate)
+        if d["probability_layers"] is None:  # a later field: absent when unset, so the
+            del d["probability_layers"]      # fingerprints of existing targets stay valid
         return d
 
     @classmethod
