@@ -287,3 +287,94 @@ def test_random_init_seed_in_the_spec():
     assert torch.equal(weights("r=random:tiny@3"), weights("random_init=tiny", seed=3))
     assert not torch.equal(weights("r=random:tiny@1"), weights("r=random:tiny@2"))
     assert model_from_spec("r=random:tiny@1").identity()["seed"] == 1
+
+
+# ---- the teachers_concat topline ---------------------------------------------------------------------
+def test_grouped_probe_weights_each_group_and_concatenates():
+    widths, groups = [8, 12, 6, 4, 4], [0, 0, 0, 1, 1]
+    probe = LayerProbe(widths, 3, groups=groups)
+    layers = [torch.randn(5, w) for w in widths]
+    assert probe.dim == 12 + 4 and probe.combine(layers).shape == (5, 16)
+    with torch.no_grad():
+        probe.weights.copy_(torch.tensor([0.0, 1.0, 2.0, 0.5, -0.5]))
+    w = probe.layer_weights()
+    assert sum(w[:3]) == pytest.approx(1.0) and sum(w[3:]) == pytest.approx(1.0)
+    expected = torch.cat([sum(wi * torch.nn.functional.pad(x, (0, 12 - x.shape[1])) for wi, x in zip(w[:3], layers[:3])),
+                          w[3] * layers[3] + w[4] * layers[4]], 1)
+    assert torch.allclose(probe.combine(layers), expected, atol=1e-6)
+    # a chosen layer is taken in each group, the group's last when it has fewer layers
+    chosen = LayerProbe(widths, 3, layer=2, groups=groups)
+    assert chosen.layer_weights() == [0.0, 0.0, 1.0, 0.0, 1.0] and chosen.dim == 6 + 4
+    # one group (groups=None) is the plain weighted-sum probe
+    plain = LayerProbe(widths, 3)
+    assert plain.dim == 12 and len(plain.layer_weights()) == 5
+
+
+@pytest.fixture
+def tiny_cards(tmp_path, monkeypatch):
+    """Cards of the synthetic tiny_spec teachers of test_distill_task (25, 40 and 100 Hz) on the search path."""
+    import test_distill_task
+
+    cards = test_distill_task.write_cards(str(tmp_path / "cards"))
+    monkeypatch.setenv("USAD2_TEACHER_CARDS", cards)
+    return cards
+
+
+def test_teachers_concat_features_come_from_the_teachers_cache(corpus, tmp_path, tiny_cards, caplog):
+    from usad2.probe.features import ConcatProbe, extract_features, model_from_spec
+
+    concat = model_from_spec("teachers_concat=concat:tiny_speech,tiny_music,tiny_audio")
+    assert isinstance(concat, ConcatProbe)
+    assert concat.names()[:4] == ["tiny_speech/L1", "tiny_speech/L2", "tiny_speech/L3", "tiny_music/L1"]
+    assert concat.groups == [0] * 3 + [1] * 5 + [2] * 2 and concat.frame_rate == 100.0   # tiny_music's grid
+    frame_utts = ["dev_000", "dev_004"]
+    cache = tmp_path / "cache"
+    parts = {p.name: extract_features(p, corpus / "dev", cache, frame_utts) for p in concat.parts}
+    stamps = {p: p.stat().st_mtime_ns for p in cache.glob("*/*/.done")}
+    caplog.set_level("INFO", logger="usad2.probe.features")
+    caplog.clear()
+    feats = extract_features(concat, corpus / "dev", cache, frame_utts)
+    assert "features: tiny_speech on" in caplog.text and "(9 utterances" not in caplog.text   # read, not run
+    assert {p: p.stat().st_mtime_ns for p in cache.glob("*/*/.done")} == stamps
+    assert sorted(d.name.split("-")[0] for d in cache.iterdir()) == ["tiny_audio", "tiny_music", "tiny_speech"]
+    # pooled: each teacher's own utterance means, layer by layer
+    assert [x.shape for x in feats.pooled] == [(9, 16), (9, 24), (9, 12)] + [(9, 12)] * 5 + [(9, 20), (9, 8)]
+    assert np.array_equal(feats.pooled[3], parts["tiny_music"].pooled[0])
+    assert np.array_equal(feats.pooled[-1], parts["tiny_audio"].pooled[1])
+    # frames: tiny_music's 100 Hz grid; the 25 Hz and 40 Hz teachers held at the nearest frame centre
+    music, speech = parts["tiny_music"].frames["dev_000"], parts["tiny_speech"].frames["dev_000"]
+    joined = feats.frames["dev_000"]
+    assert all(x.shape[0] == music[0].shape[0] for x in joined) and music[0].shape[0] == 48
+    assert np.array_equal(joined[3], music[0])
+    t = 0.0125 + np.arange(48) / 100.0
+    nearest = np.clip(np.rint((t - 0.0125) * 25), 0, speech[0].shape[0] - 1).astype(int)
+    assert np.array_equal(joined[0], speech[0][nearest]) and nearest[3] == 1 and nearest[-1] == speech[0].shape[0] - 1
+    with pytest.raises(ConfigError, match="at least two teachers"):
+        model_from_spec("c=concat:tiny_speech")
+    with pytest.raises(ConfigError, match="named twice"):
+        model_from_spec("c=concat:tiny_speech,tiny_speech")
+
+
+def test_teachers_concat_probe_end_to_end(corpus, tmp_path, tiny_cards, caplog):
+    from usad2.bin.probe import probe
+
+    caplog.set_level("INFO", logger="usad2.probe.features")
+    caplog.clear()
+    out = tmp_path / "probe"
+    results = probe(["tiny_speech", "tiny_music", "teachers_concat=concat:tiny_speech,tiny_music", "fbank"],
+                    str(corpus), str(out), tasks="pitch_class,note_activity", lrs=(1e-2,), weight_decays=(0.0,),
+                    max_epochs=15, max_frame_utts=10, force=True)
+    # --force: each teacher is still extracted once per data dir, not again for the concat
+    for teacher in ("tiny_speech", "tiny_music"):
+        assert caplog.text.count(f"features: {teacher} on {corpus / 'dev'} (") == 1
+    entry = results["teachers_concat"]
+    assert set(entry) == {"pitch_class", "note_activity", "_domain_mean", "_mean"}
+    assert all(0.0 <= entry[t] <= 1.0 for t in ("pitch_class", "note_activity"))
+    details = json.loads((out / "details.json").read_text())["teachers_concat"]
+    frame = details["note_activity"]
+    assert frame["layer_names"][0] == "tiny_speech/L1" and len(frame["layer_weights"]) == 3 + 5
+    assert sum(frame["layer_weights"][:3]) == pytest.approx(1.0) and sum(frame["layer_weights"][3:]) == pytest.approx(1.0)
+    # frames on tiny_music's 100 Hz grid (48 per 0.5 s clip), as tiny_music alone has
+    assert frame["num_examples"] == json.loads((out / "details.json").read_text())["tiny_music"]["note_activity"][
+        "num_examples"]
+    assert details["pitch_class"]["num_examples"] == {"train": 24, "dev": 9, "test": 12}

@@ -6,7 +6,8 @@
 
 Model specs (`usad2.probe.features.model_from_spec`): `fbank`; `NAME=EXPORT_OR_CHECKPOINT`;
 `NAME=heads:TRAINING_CHECKPOINT`; `random_init[=PRESET_OR_EXPORT]`; `CARD` or
-`NAME=teacher:CARD[@CHECKPOINT]`; `teachers_of=TRAINING_CHECKPOINT` expands to every teacher card
+`NAME=teacher:CARD[@CHECKPOINT]`; `NAME=concat:CARD,CARD,...` (those teachers at once, from their
+cached features: the `teachers_concat` topline); `teachers_of=TRAINING_CHECKPOINT` expands to every teacher card
 that checkpoint was distilled from (those already named are not repeated). Features are cached
 under <out_dir>/features; the stage is skipped when its .done stamp matches the arguments and
 inputs (--force redoes it).
@@ -32,7 +33,7 @@ def get_parser():
     parser = make_parser(__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", required=True,
                         help="model spec, repeatable: fbank, NAME=EXPORT, NAME=heads:CKPT, random_init=PRESET[@SEED], CARD, "
-                        "teachers_of=CKPT")
+                        "NAME=concat:CARD,CARD,... (teachers at once), teachers_of=CKPT")
     parser.add_argument("--data_root", required=True, help="folder holding the train/dev/test data dirs")
     parser.add_argument("--suite", default="demo", help="task suite")
     parser.add_argument("--tasks", default="", help="comma-separated subset of the suite's tasks (empty: all)")

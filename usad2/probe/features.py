@@ -9,6 +9,8 @@ A probed model turns a 16 kHz batch into layers of (B, T, D) frames at its own f
   output (its prediction of a teacher layer, at the student rate) is one layer. Comparing it
   with the student's layers and the teacher's shows whether the encoder or the loss drops
   what a teacher knows.
+- `ConcatProbe` (`teachers_concat`, the topline): several teachers at once, built from their
+  cached features (never extracted again; see its docstring for how they are combined).
 
 `model_from_spec` builds one from a command-line spec (see its docstring).
 
@@ -50,6 +52,7 @@ class ProbedModel:
     frame_rate = 100.0
     frame_offset = 0.0
     layer_names = None
+    groups = None  # one group id per layer when the layers come from several models (ConcatProbe)
 
     def identity(self):
         """JSON-able description that changes whenever the features would change."""
@@ -139,6 +142,66 @@ class HeadsProbe(StudentProbe):
         return layers, out.lengths
 
 
+class ConcatProbe(ProbedModel):
+    """Several teachers as one model, made from each teacher's cached features (the topline).
+
+    How the teachers, which differ in frame rate, depth and widths, are combined:
+    - Layers: every layer of every teacher, named `<teacher>/<layer>`, each in its own width.
+      Each teacher is a layer GROUP: the probe learns a softmax over each teacher's own layers
+      (or takes each teacher's layer `--layer N`, its last when it has fewer) and concatenates
+      the teachers' results, so one linear head reads all teachers at once, each through the
+      same kind of layer weighting it gets when probed alone (usad2.probe.heads.LayerProbe).
+    - Utterance-level tasks: each teacher's own pooled means (over its valid frames at its own
+      rate), exactly the features the teacher has alone.
+    - Frame-level tasks: the frame grid of the FASTEST teacher (its rate and frame offset; the
+      first named one on a tie), so no teacher's fine time resolution is lost; every other
+      teacher contributes, at each grid frame, its frame whose centre is nearest that frame's
+      centre (sample and hold), clamped to its first / last frame.
+
+    Features come from `extract_features` of each part, i.e. the feature cache entry the teacher
+    gets when probed alone (same name, same identity): teachers are extracted once per data dir.
+    """
+
+    def __init__(self, name, parts):
+        if len(parts) < 2:
+            raise ConfigError(f"--model {name}: concat needs at least two teachers")
+        self.name, self.parts = name, list(parts)
+        self.layer_names = [f"{p.name}/{n}" for p in parts for n in p.names()]
+        self.groups = [g for g, p in enumerate(parts) for _ in range(p.num_layers)]
+        self.num_layers = len(self.layer_names)
+        fastest = max(parts, key=lambda p: p.frame_rate)  # max keeps the first on a tie
+        self.frame_rate, self.frame_offset = fastest.frame_rate, fastest.frame_offset
+
+    def identity(self):
+        return {"kind": "concat", "parts": [{"name": p.name, **p.identity()} for p in self.parts]}
+
+    def _extract(self, wavs, lengths):
+        raise NotImplementedError("ConcatProbe is built from its parts' cached features (extract_features)")
+
+
+def _hold_frames(frames, rate, offset, times):
+    """Rows of (T, D) `frames` (at `rate`, frame 0 centred at `offset`) nearest each time in `times`."""
+    if frames.shape[0] == 0:
+        return np.zeros((len(times), frames.shape[1]), frames.dtype)
+    index = np.clip(np.rint((times - offset) * rate), 0, frames.shape[0] - 1).astype(np.int64)
+    return frames[index]
+
+
+def concat_features(model, sets):
+    """The FeatureSet of a ConcatProbe from its parts' FeatureSets (same data dir, same frame list)."""
+    utts = sets[0].utt_ids
+    pooled = [x[fs.rows(utts)] for fs in sets for x in fs.pooled]
+    grid = next(i for i, p in enumerate(model.parts) if p.frame_rate == model.frame_rate)
+    frames = {}
+    for utt in sets[0].frames:
+        count = sets[grid].frames[utt][0].shape[0]
+        times = model.frame_offset + np.arange(count, dtype=np.float64) / model.frame_rate
+        frames[utt] = [_hold_frames(x, fs.frame_rate, fs.frame_offset, times)
+                       for fs in sets for x in fs.frames[utt]]
+    return FeatureSet(list(utts), pooled, frames, model.names(), model.frame_rate, model.frame_offset,
+                      list(model.groups))
+
+
 # ---- building probed models from command-line specs ------------------------------------------
 def _strip_wrappers(key):
     for prefix in ("module.", "_orig_mod."):
@@ -208,6 +271,9 @@ def model_from_spec(spec, seed=0, cache=None, device="cpu"):
       student initialised with INIT_SEED (default `seed`), of a preset (default tiny) or of the
       same config as an export file; INIT_SEED lets one probe run compare several random draws.
     - `CARD` or `NAME=teacher:CARD[@CHECKPOINT]`: a teacher card (layers 1..num_layers).
+    - `NAME=concat:CARD[@CHECKPOINT],CARD,...`: those teachers at once (`ConcatProbe`; the
+      recipe's `teachers_concat` topline); each part is named after its card, so it shares the
+      feature cache of the same teacher probed as `CARD`.
     """
     name, _, value = spec.partition("=")
     name = name.strip()
@@ -225,6 +291,8 @@ def model_from_spec(spec, seed=0, cache=None, device="cpu"):
         return _to(_random_student(name, what or "tiny", int(init_seed) if init_seed else seed), device)
     if value.startswith("heads:"):
         return _to(_heads_probe(name, value[len("heads:"):]), device)
+    if value.startswith("concat:"):
+        return _concat_probe(name, value[len("concat:"):], cache, device)
     if value.startswith("teacher:") or not value:
         card, _, ckpt = (value[len("teacher:"):] if value else name).partition("@")
         return _teacher_probe(name, card, ckpt or None, cache, device)
@@ -291,6 +359,15 @@ def _teacher_probe(name, card, checkpoint, cache, device):
     return TeacherProbe(name, teacher)
 
 
+def _concat_probe(name, value, cache, device):
+    cards = [c.strip() for c in value.split(",") if c.strip()]
+    names = [c.partition("@")[0] for c in cards]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--model {name}=concat:{value}: a teacher is named twice")
+    parts = [_teacher_probe(n, n, c.partition("@")[2] or None, cache, device) for n, c in zip(names, cards)]
+    return ConcatProbe(name, parts)
+
+
 # ---- the feature cache -----------------------------------------------------------------------
 @dataclasses.dataclass
 class FeatureSet:
@@ -302,6 +379,7 @@ class FeatureSet:
     layer_names: list
     frame_rate: float
     frame_offset: float
+    groups: list = None  # one group id per layer (ConcatProbe), else None
 
     def rows(self, utts):
         """Row indices of `utts` in the pooled arrays."""
@@ -390,8 +468,17 @@ def _load(path, num_layers):
 
 
 def extract_features(model, data_dir, cache_root, frame_utts=(), batch_seconds=60.0, max_batch=16,
-                     force=False):
-    """The FeatureSet of `model` on `data_dir`, computed once and then read from the cache."""
+                     force=False, fresh=None):
+    """The FeatureSet of `model` on `data_dir`, computed once and then read from the cache.
+
+    `fresh`: a set of cache paths (re)computed in this run; with `force`, a path already in it is
+    read rather than computed again (a teacher probed alone and inside a ConcatProbe is
+    extracted once). A ConcatProbe is assembled from its parts' FeatureSets.
+    """
+    if isinstance(model, ConcatProbe):
+        sets = [extract_features(p, data_dir, cache_root, frame_utts, batch_seconds, max_batch, force, fresh)
+                for p in model.parts]
+        return concat_features(model, sets)
     data_dir = os.fspath(data_dir)
     identity = hashlib.sha256(json.dumps(model.identity(), sort_keys=True, default=str).encode()).hexdigest()
     where = hashlib.sha256(os.path.abspath(data_dir).encode()).hexdigest()[:8]
@@ -399,13 +486,15 @@ def extract_features(model, data_dir, cache_root, frame_utts=(), batch_seconds=6
                         f"{os.path.basename(os.path.normpath(data_dir))}-{where}")
     fp = fingerprint({"version": CACHE_VERSION, "model": model.identity(), "frames": sorted(frame_utts),
                       "data_dir": os.path.abspath(data_dir)}, inputs=[data_dir])
-    if force or not is_done(path, fp):
+    fresh = set() if fresh is None else fresh
+    if (force and path not in fresh) or not is_done(path, fp):
         data = load_data_dir(data_dir)
         logger.info("features: %s on %s (%d utterances, frames of %d) -> %s", model.name, data_dir,
                     len(data), len(frame_utts), path)
         utts, pooled, frames = _compute(model, data, frame_utts, batch_seconds, max_batch)
         _save(path, utts, pooled, frames)
         mark_done(path, fp, {"model": model.name, "data_dir": data_dir})
+        fresh.add(path)
     else:
         logger.info("features: %s on %s: cached in %s", model.name, data_dir, path)
     utts, pooled, frames = _load(path, model.num_layers)

@@ -4,7 +4,10 @@ A probe reads a list of layers, each (N, D_l) (utterance means or single frames)
 per layer and dimension with training statistics (the probed models' scales differ by orders
 of magnitude). It combines them as s3prl's featurizer does: a softmax-weighted sum with one
 learned weight per layer (layers narrower than the widest are zero-padded), or takes one chosen
-layer, then applies a linear head or a one-hidden-layer MLP. Training: Adam, cross-entropy
+layer, then applies a linear head or a one-hidden-layer MLP. A model made of several models' layers
+(`teachers_concat`, usad2.probe.features.ConcatProbe) gives each layer a group: the softmax
+weighting (or the chosen layer) then applies within each group and the groups' results are
+concatenated, so the probe sees every part at once. Training: Adam, cross-entropy
 (binary cross-entropy for multi-label tasks), a fixed seed; every epoch is scored on dev and the
 best (lr, weight decay, epoch) on the task's metric is the one whose test score is reported.
 """
@@ -47,35 +50,69 @@ class Standardizer:
 
 
 class LayerProbe(nn.Module):
-    """Weighted sum of layers (or one layer) -> linear or MLP classifier."""
+    """Weighted sum of layers (or one layer) -> linear or MLP classifier.
 
-    def __init__(self, widths, num_outputs, layer="weighted", hidden=0):
+    `groups` (one group id per layer, or None for one group): with several groups, each group
+    gets its own softmax over its layers (or its own layer `layer`, the group's last when it
+    has fewer) and the groups' combinations are concatenated in order of first appearance.
+    """
+
+    def __init__(self, widths, num_outputs, layer="weighted", hidden=0, groups=None):
         super().__init__()
         self.widths = list(widths)
         self.layer = None if layer == "weighted" else int(layer)
-        if self.layer is not None and not 0 <= self.layer < len(self.widths):
-            raise ValueError(f"layer {self.layer} outside 0..{len(self.widths) - 1}")
-        self.dim = max(self.widths) if self.layer is None else self.widths[self.layer]
+        self.members = _group_members(groups, len(self.widths))
+        longest = max(len(m) for m in self.members)
+        if self.layer is not None and not 0 <= self.layer < longest:
+            raise ValueError(f"layer {self.layer} outside 0..{longest - 1}")
+        self.group_dims = [self.widths[self._chosen(m)] if self.layer is not None else max(self.widths[i] for i in m)
+                           for m in self.members]
+        self.dim = sum(self.group_dims)
         self.weights = nn.Parameter(torch.zeros(len(self.widths))) if self.layer is None else None
         if hidden:
             self.head = nn.Sequential(nn.Linear(self.dim, hidden), nn.ReLU(), nn.Linear(hidden, num_outputs))
         else:
             self.head = nn.Linear(self.dim, num_outputs)
 
-    def combine(self, layers):
+    def _chosen(self, members):
+        """The layer a chosen-layer probe takes in a group: `layer`, or the group's last one."""
+        return members[min(self.layer, len(members) - 1)]
+
+    def _combine_group(self, layers, members, dim):
         if self.layer is not None:
-            return layers[self.layer]
-        w = torch.softmax(self.weights, 0)
-        return sum(w[i] * F.pad(x, (0, self.dim - x.shape[1])) for i, x in enumerate(layers))
+            return layers[self._chosen(members)]
+        w = torch.softmax(self.weights[members], 0)
+        return sum(w[j] * F.pad(layers[i], (0, dim - layers[i].shape[1])) for j, i in enumerate(members))
+
+    def combine(self, layers):
+        parts = [self._combine_group(layers, m, d) for m, d in zip(self.members, self.group_dims)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
     def forward(self, layers):
         return self.head(self.combine(layers))
 
     def layer_weights(self):
-        """Softmax weights per layer (one-hot for a chosen-layer probe)."""
-        if self.layer is not None:
-            return [1.0 if i == self.layer else 0.0 for i in range(len(self.widths))]
-        return torch.softmax(self.weights.detach(), 0).tolist()
+        """Weight per layer: softmax within each group (one-hot per group for a chosen-layer probe)."""
+        out = [0.0] * len(self.widths)
+        for m in self.members:
+            if self.layer is not None:
+                out[self._chosen(m)] = 1.0
+                continue
+            for i, w in zip(m, torch.softmax(self.weights.detach()[m], 0).tolist()):
+                out[i] = w
+        return out
+
+
+def _group_members(groups, num_layers):
+    """[[layer indices] per group] in order of first appearance; one group of all without `groups`."""
+    if groups is None:
+        return [list(range(num_layers))]
+    if len(groups) != num_layers:
+        raise ValueError(f"{len(groups)} group ids for {num_layers} layers")
+    members = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    return list(members.values())
 
 
 def evaluate(probe, layers, y, multi_label):
@@ -92,12 +129,12 @@ def _loss(logits, y, multi_label):
     return F.binary_cross_entropy_with_logits(logits, y) if multi_label else F.cross_entropy(logits, y)
 
 
-def train_one(train, dev, num_outputs, config, lr, weight_decay, metric, multi_label):
-    """Train one probe; returns (best dev metrics, best epoch, state dict at that epoch)."""
+def train_one(train, dev, num_outputs, config, lr, weight_decay, metric, multi_label, groups=None):
+    """Train one probe; returns (best dev metrics, best epoch, state dict at that epoch, widths)."""
     torch.manual_seed(config.seed)
     (xs, y), (dxs, dy) = train, dev
     widths = [x.shape[1] for x in xs]
-    probe = LayerProbe(widths, num_outputs, config.layer, config.hidden)
+    probe = LayerProbe(widths, num_outputs, config.layer, config.hidden, groups)
     opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
     best = (-np.inf, 0, None, None)
@@ -114,22 +151,23 @@ def train_one(train, dev, num_outputs, config, lr, weight_decay, metric, multi_l
     return best[2], best[1], best[3], widths
 
 
-def fit_probe(train, dev, test, num_outputs, config, metric, multi_label):
+def fit_probe(train, dev, test, num_outputs, config, metric, multi_label, groups=None):
     """Grid over lr x weight decay (and epochs) on dev; test metrics of the selected probe.
 
-    train/dev/test: (list of (N, D_l) float tensors, labels). Returns a dict with test and dev
-    metrics, the chosen hyper-parameters and the learned layer weights.
+    train/dev/test: (list of (N, D_l) float tensors, labels); `groups`: see LayerProbe. Returns a
+    dict with test and dev metrics, the chosen hyper-parameters and the learned layer weights.
     """
     std = Standardizer(train[0])
     train, dev, test = [(std(xs), y) for xs, y in (train, dev, test)]
     chosen = None
     for lr, wd in itertools.product(config.lrs, config.weight_decays):
-        scores, epoch, state, widths = train_one(train, dev, num_outputs, config, lr, wd, metric, multi_label)
+        scores, epoch, state, widths = train_one(train, dev, num_outputs, config, lr, wd, metric, multi_label,
+                                                   groups)
         logger.debug("lr %g wd %g: dev %s at epoch %d", lr, wd, scores, epoch)
         if chosen is None or scores[metric] > chosen[0][metric]:
             chosen = (scores, {"lr": lr, "weight_decay": wd, "epochs": epoch}, state, widths)
     scores, hparams, state, widths = chosen
-    probe = LayerProbe(widths, num_outputs, config.layer, config.hidden)
+    probe = LayerProbe(widths, num_outputs, config.layer, config.hidden, groups)
     probe.load_state_dict(state)
     probe.eval()
     return {"test": evaluate(probe, test[0], test[1], multi_label), "dev": scores,

@@ -142,7 +142,7 @@ def probe_task(task, label, feats, data_root, config, max_frames=20000):
     if task.level == "frame":
         config = dataclasses.replace(config, batch_size=config.batch_size * FRAME_BATCH_FACTOR)
     result = fit_probe((data["train"][0], ytr), (data["dev"][0], ydev), (data["test"][0], yte),
-                       len(classes), config, task.metric, task.multi_label)
+                       len(classes), config, task.metric, task.multi_label, feats[task.train].groups)
     result.update({"score": result["test"][task.metric], "metric": task.metric, "domain": task.domain,
                    "level": task.level, "label_file": label, "num_classes": len(classes),
                    "num_examples": {r: len(data[r][1]) for r in data}})
@@ -161,16 +161,26 @@ def aggregate(task_scores, domains):
     return entry
 
 
+def _layer_range(model):
+    """How many layers `--layer N` indexes: all, or a group's (each part of a ConcatProbe)."""
+    if model.groups is None:
+        return model.num_layers
+    return max(model.groups.count(g) for g in set(model.groups))
+
+
 def probe_model(model, available, data_root, cache_root, config, max_frames=20000, force=False,
-                max_frame_utts=200):
-    """{task name: details} for one probed model over the available tasks."""
-    if config.layer != "weighted" and not 0 <= int(config.layer) < model.num_layers:
-        raise ConfigError(f"--layer {config.layer}: model {model.name} has layers 0..{model.num_layers - 1} "
+                max_frame_utts=200, fresh=None):
+    """{task name: details} for one probed model over the available tasks.
+
+    `fresh`: cache paths already (re)computed in this run (see extract_features).
+    """
+    if config.layer != "weighted" and not 0 <= int(config.layer) < _layer_range(model):
+        raise ConfigError(f"--layer {config.layer}: model {model.name} has layers 0..{_layer_range(model) - 1} "
                           f"({', '.join(model.names())})")
     splits = sorted({s for task, _ in available for s in task.splits().values()})
     frame_utts = _frame_utts(available, data_root, max_frame_utts, config.seed)
     feats = {s: extract_features(model, os.path.join(data_root, s), cache_root,
-                                 sorted(frame_utts.get(s, ())), force=force) for s in splits}
+                                 sorted(frame_utts.get(s, ())), force=force, fresh=fresh) for s in splits}
     details = {}
     for task, label in available:
         try:
@@ -195,10 +205,10 @@ def run_probe(models, data_root, tasks, out_dir, config=ProbeConfig(), max_frame
     available = tasks_mod.available_tasks(tasks, data_root)
     cache_root = cache_root or os.path.join(out_dir, "features")
     domains = {task.name: task.domain for task, _ in available}
-    results, details = {}, {}
+    results, details, fresh = {}, {}, set()
     for model in models:
         details[model.name] = probe_model(model, available, data_root, cache_root, config, max_frames, force,
-                                          max_frame_utts)
+                                          max_frame_utts, fresh)
         results[model.name] = aggregate({t: d["score"] for t, d in details[model.name].items()}, domains)
     atomic_write_text(os.path.join(out_dir, "results.json"), json.dumps(results, indent=2, sort_keys=True) + "\n")
     atomic_write_text(os.path.join(out_dir, "details.json"), json.dumps(details, indent=2, sort_keys=True) + "\n")
