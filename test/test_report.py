@@ -56,6 +56,9 @@ def _train_log(path):
 def test_model_order_puts_students_first_and_baselines_last():
     assert tables.order_models(["fbank", "yamnet", "random_init", "student", "student_heads", "basic_pitch"]) == \
         ["student", "student_heads", "yamnet", "basic_pitch", "fbank", "random_init"]
+    # the teachers_concat topline comes after the teachers (results.json sorts names), before the baselines
+    assert tables.order_models(["basic_pitch", "fbank", "random_init", "student", "teachers_concat", "yamnet"]) == \
+        ["student", "basic_pitch", "yamnet", "teachers_concat", "fbank", "random_init"]
 
 
 def test_results_table_rows_and_bold_best():

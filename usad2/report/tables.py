@@ -1,19 +1,23 @@
 """Markdown tables of probe results: tasks (grouped by domain) x models, in percent.
 
 Column order: the students first (names starting with "student"), then the teachers and any
-other model, then `fbank` and `random_init` (the baselines), each group in the order given.
+other model, then the toplines (names starting with "teachers_concat": all teachers at once),
+then `fbank` and `random_init` (the baselines), each group in the order given.
 """
 import math
 
 BASELINES = ("fbank", "random_init")
+TOPLINE_PREFIX = "teachers_concat"
 
 
 def order_models(names):
-    """Students, then teachers and others, then baselines."""
+    """Students, then teachers and others, then toplines, then baselines."""
     names = list(names)
     students = [n for n in names if n.startswith("student")]
+    toplines = [n for n in names if n.startswith(TOPLINE_PREFIX)]
     baselines = [n for b in BASELINES for n in names if n == b]
-    return students + [n for n in names if n not in students and n not in baselines] + baselines
+    others = [n for n in names if n not in students + toplines + baselines]
+    return students + others + toplines + baselines
 
 
 def _pct(value):
