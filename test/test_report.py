@@ -114,3 +114,51 @@ def test_nan_scores_show_as_dash():
     res = {"student": {"word": math.nan, "_domain_mean": {"speech": math.nan}, "_mean": math.nan}}
     det = {"student": {"word": _detail("speech", [1.0], ["L1"])}}
     assert "| word | speech | accuracy | 25.0 | - |" in tables.results_table(res, det)
+
+
+def _fidelity_doc(checkpoint, ev):
+    def numbers(ev_orig, ev_std, cos_orig, cos_std):
+        return {"orig": {"ev": ev_orig, "cos": cos_orig}, "std": {"ev": ev_std, "cos": cos_std}}
+
+    heads = [{"head": "yamnet:L2", "teacher": "yamnet", "teacher_layer": 2, "student_layer": 1, "frames": 500,
+              "dims": 256, "student": numbers(ev, ev - 0.1, 0.9, 0.6), "mean": numbers(-0.01, -0.02, 0.8, 0.0)},
+             {"head": "basic_pitch:L3", "teacher": "basic_pitch", "teacher_layer": 3, "student_layer": 2,
+              "frames": 800, "dims": 88, "student": numbers(0.01, -0.05, 0.3, 0.1),
+              "mean": numbers(-0.001, -0.002, 0.2, 0.0)}]
+    return {"checkpoint": checkpoint, "step": 40, "dev_dir": "dump/raw/dev", "utterances": 12,
+            "targets": "offline from `dump/targets`", "standardisation": "the checkpoint's TargetStats",
+            "mean_predictor": "training means (the checkpoint's TargetStats)", "heads": heads}
+
+
+def test_report_shows_teachers_concat_and_fidelity_tables(probe_dir, tmp_path):
+    results = dict(RESULTS, teachers_concat={"word": 0.75, "pitch_class": 0.625, "_mean": 0.6875,
+                                             "_domain_mean": {"music": 0.625, "speech": 0.75}})
+    names = ["speech_embedding/L1", "speech_embedding/L2", "yamnet/L1"]
+    details = dict(DETAILS, teachers_concat={"word": _detail("speech", [0.3, 0.7, 1.0], names),
+                                             "pitch_class": _detail("music", [0.6, 0.4, 1.0], names)})
+    (probe_dir / "results.json").write_text(json.dumps(results, sort_keys=True))
+    (probe_dir / "details.json").write_text(json.dumps(details, sort_keys=True))
+    fids = []
+    for stage, ev in (("exp/a", 0.5), ("exp/a_plus", 0.25)):
+        d = tmp_path / stage.replace("/", "_") / "fidelity"
+        d.mkdir(parents=True)
+        (d / "fidelity.json").write_text(json.dumps(_fidelity_doc(f"{stage}/checkpoints/last.pt", ev)))
+        fids += ["--fidelity", str(d)]
+    out = tmp_path / "report"
+    assert report_bin.main(["--probe_dir", str(probe_dir), "--out_dir", str(out), *fids]) == 0
+    md = (out / "RESULTS.md").read_text()
+    # the topline is a column like any model: after the teachers, before the baselines
+    assert "| task | domain | metric | chance | student | yamnet | teachers_concat | fbank | random_init |" in md
+    assert "| word | speech | accuracy | 25.0 | 50.0 | 25.0 | **75.0** | 12.5 | 10.0 |" in md
+    assert "| word | L1 (0.70) | block4 (0.50) | yamnet/L1 (1.00) | fbank (1.00) | L2 (0.40) |" in md
+    assert (out / "plots" / "layer_weights_teachers_concat.png").is_file()
+    # one fidelity table per checkpoint, with how to read it
+    section = md[md.index("## Teacher-layer fidelity of the prediction heads"):]
+    assert "How to read" in section and "mean predictor" in section
+    assert section.index("### `exp/a/checkpoints/last.pt`") < section.index("### `exp/a_plus/checkpoints/last.pt`")
+    assert "| yamnet | L2 | 1 | 500 | 0.500 | 0.400 | 0.900 | 0.600 | -0.010 | -0.020 | 0.800 | yes |" in section
+    assert "| yamnet | L2 | 1 | 500 | 0.250 | 0.150 | 0.900 | 0.600 | -0.010 | -0.020 | 0.800 | yes |" in section
+    assert section.count("| basic_pitch | L3 | 2 | 800 | 0.010 | -0.050 | 0.300 | 0.100 | -0.001 | -0.002 | 0.200 | "
+                         "**no** |") == 2
+    with pytest.raises(ConfigError, match="fidelity.json: not found \\(run usad2.bin.fidelity first\\)"):
+        report_bin.make_report(str(probe_dir), str(out), fidelity_dirs=[str(tmp_path / "none")])

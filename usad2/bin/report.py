@@ -1,9 +1,11 @@
 """Stage 9: the report: RESULTS.md (tables), results.json and PNG plots from a probe run.
 
-    python -m usad2.bin.report --probe_dir exp/x/probe --train_log exp/x --out_dir exp/x/report
+    python -m usad2.bin.report --probe_dir exp/x/probe --train_log exp/x --out_dir exp/x/report \
+        [--fidelity exp/x/fidelity ...]
 
-Reads <probe_dir>/results.json and details.json (usad2.bin.probe) and, when --train_log names a
-training folder or log file, the trainer's per-step metrics.jsonl (or train_log.jsonl). Writes
+Reads <probe_dir>/results.json and details.json (usad2.bin.probe), when --train_log names a
+training folder or log file, the trainer's per-step metrics.jsonl (or train_log.jsonl), and for
+each --fidelity DIR its fidelity.json (usad2.bin.fidelity), shown as a table per checkpoint. Writes
 <out_dir>/RESULTS.md, <out_dir>/results.json (DESIGN.md §8), <out_dir>/details.json and
 <out_dir>/plots/{task_scores,train_loss,layer_weights_<model>}.png.
 """
@@ -26,17 +28,19 @@ def get_parser():
     parser.add_argument("--probe_dir", "--probe", required=True, help="output folder of usad2.bin.probe")
     parser.add_argument("--train_log", default="", help="training folder (or metrics.jsonl); empty: no loss plot")
     parser.add_argument("--out_dir", "--out", required=True, help="report folder")
+    parser.add_argument("--fidelity", action="append", default=[],
+                        help="output folder of usad2.bin.fidelity (repeatable): its per-head table goes into RESULTS.md")
     parser.add_argument("--title", default="", help="report title (default: the probe folder)")
     parser.add_argument("--log_level", default="INFO")
     return parser
 
 
-def _read_json(path):
+def _read_json(path, verb="usad2.bin.probe"):
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: not found (run usad2.bin.probe first)") from None
+        raise ConfigError(f"{path}: not found (run {verb} first)") from None
     except ValueError as e:
         raise ConfigError(f"{path}: not valid JSON ({e})") from None
 
@@ -72,8 +76,26 @@ def _loss_section(train_log, plot_dir):
             "![training loss](plots/train_loss.png)", ""], path
 
 
-def make_report(probe_dir, out_dir, train_log="", title=""):
-    """Write RESULTS.md, results.json, details.json and plots; returns the RESULTS.md path."""
+def _fidelity_section(fidelity_dirs):
+    """Markdown lines of the fidelity tables, one subsection per fidelity folder."""
+    from usad2.report.fidelity import HOW_TO_READ, fidelity_notes, fidelity_table
+
+    if not fidelity_dirs:
+        return []
+    lines = ["## Teacher-layer fidelity of the prediction heads", "",
+             "How closely the student's prediction heads reproduce each teacher layer on the dev set "
+             "(usad2.bin.fidelity). " + HOW_TO_READ, ""]
+    for directory in fidelity_dirs:
+        doc = _read_json(os.path.join(directory, "fidelity.json"), "usad2.bin.fidelity")
+        lines += [f"### `{doc['checkpoint']}`", "", fidelity_notes(doc), "", fidelity_table(doc)]
+    return lines
+
+
+def make_report(probe_dir, out_dir, train_log="", title="", fidelity_dirs=()):
+    """Write RESULTS.md, results.json, details.json and plots; returns the RESULTS.md path.
+
+    `fidelity_dirs`: folders of usad2.bin.fidelity whose tables are added to RESULTS.md.
+    """
     results = _read_json(os.path.join(probe_dir, "results.json"))
     details = _read_json(os.path.join(probe_dir, "details.json"))
     models = tables.order_models(results)
@@ -83,6 +105,7 @@ def make_report(probe_dir, out_dir, train_log="", title=""):
     plots.task_bars(results, models, rows, os.path.join(plot_dir, "task_scores.png"))
     weight_plots = _weights_plots(details, models, plot_dir)
     loss_lines, _ = _loss_section(train_log, plot_dir)
+    fidelity_lines = _fidelity_section(fidelity_dirs)
     text = [f"# {title or 'Probe results: ' + probe_dir}", "",
             "Test scores in percent (metric per task; chance = that metric for always predicting the majority "
             "training class, or the mean positive rate for mAP). Probes: "
@@ -93,6 +116,7 @@ def make_report(probe_dir, out_dir, train_log="", title=""):
     text += [f"![layer weights {os.path.basename(p)}](plots/{os.path.basename(p)})" for p in weight_plots] + [""]
     if loss_lines:
         text += ["## Training loss", "", *loss_lines]
+    text += fidelity_lines
     path = os.path.join(out_dir, "RESULTS.md")
     atomic_write_text(path, "\n".join(text) + "\n")
     for name, obj in (("results.json", results), ("details.json", details)):
@@ -105,7 +129,7 @@ def main(argv=None):
     args = get_parser().parse_args(argv)
     setup_logging(args.log_level)
     log_invocation(logger)
-    make_report(args.probe_dir, args.out_dir, args.train_log, args.title)
+    make_report(args.probe_dir, args.out_dir, args.train_log, args.title, args.fidelity)
     return 0
 
 
