@@ -241,6 +241,9 @@ def test_recipe_defaults_run_both_stages(recorded_recipe):
     assert "student=exp/usad2_mini_offline_plus/export/model.pt" in probe
     assert "student_stage1=exp/usad2_mini_offline/export/model.pt" in probe
     assert _val(probe, "--out_dir") == "exp/usad2_mini_offline_plus/probe"
+    # every teacher once (yamnet is a stage-1 and a stage-2 teacher), then all of them at once
+    assert probe.count("yamnet") == 1 and probe.count("resemblyzer") == 1
+    assert "teachers_concat=concat:speech_embedding,yamnet,basic_pitch,resemblyzer" in probe
 
 
 def test_recipe_stage1_only(recorded_recipe):
@@ -252,6 +255,7 @@ def test_recipe_stage1_only(recorded_recipe):
     assert _val(verbs["export"], "--out") == "exp/usad2_mini_offline/export/model.pt"
     assert "student=exp/usad2_mini_offline/export/model.pt" in verbs["probe"]
     assert not any(w.startswith("student_stage1=") for w in verbs["probe"])
+    assert "teachers_concat=concat:speech_embedding,yamnet,basic_pitch" in verbs["probe"]
 
 
 def test_recipe_ablation_options(recorded_recipe):
@@ -273,6 +277,29 @@ def test_recipe_ablation_options(recorded_recipe):
     r, verbs, lines = _recipe(recorded_recipe, "--run_plus", "true")
     s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"][1]
     assert _val(s2, "--init") == "exp/usad2_mini_offline" and "s3prl_probe" not in verbs
+
+
+def test_recipe_stage9_fidelity_of_each_checkpoint_then_the_report(recorded_recipe):
+    """Stage 9 measures the heads of the stage-1 and stage-2 checkpoints, and the report shows both."""
+    r, verbs, lines = _recipe(recorded_recipe, "--stage", "9", "--stop_stage", "9")
+    assert r.returncode == 0, r.stderr
+    assert [line.split()[1] for line in lines] == ["usad2.bin.fidelity", "usad2.bin.fidelity", "usad2.bin.report"]
+    f1, f2 = [line.split() for line in lines[:2]]
+    for words, exp in ((f1, "exp/usad2_mini_offline"), (f2, "exp/usad2_mini_offline_plus")):
+        assert _val(words, "--checkpoint") == f"{exp}/checkpoints/last.pt"
+        assert _val(words, "--out") == f"{exp}/fidelity"
+        assert _val(words, "--dev_dir") == "dump/raw/dev" and _val(words, "--targets_dir") == "dump/targets"
+    report = verbs["report"]
+    assert _val(report, "--out_dir") == "exp/usad2_mini_offline_plus/report"
+    assert [report[i + 1] for i, w in enumerate(report) if w == "--fidelity"] == \
+        ["exp/usad2_mini_offline/fidelity", "exp/usad2_mini_offline_plus/fidelity"]
+    # stage 1 only, online teachers: one checkpoint, no offline targets
+    r, verbs, lines = _recipe(recorded_recipe, "--stage", "9", "--stop_stage", "9", "--run_plus", "false",
+                              "--teacher_mode", "online")
+    assert r.returncode == 0, r.stderr
+    assert [line.split()[1] for line in lines] == ["usad2.bin.fidelity", "usad2.bin.report"]
+    assert "--targets_dir" not in verbs["fidelity"]
+    assert _val(verbs["report"], "--fidelity") == "exp/usad2_mini_online/fidelity"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -266,9 +266,14 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
     all_teachers="${teachers}"
     [ "${run_plus}" = false ] || all_teachers="${teachers:+${teachers},}${plus_teachers}"
     IFS=, read -ra _tlist <<< "${all_teachers}"
+    _concat=()  # each teacher once: a stage-2 teacher may also be a stage-1 one (probe refuses duplicates)
     for teacher in "${_tlist[@]+"${_tlist[@]}"}"; do
+        [[ " ${_concat[*]+"${_concat[*]}"} " != *" ${teacher} "* ]] || continue
+        _concat+=("${teacher}")
         _models+=(--model "${teacher}")
     done
+    # the topline: all those teachers at once, from their cached features (usad2.probe.features.ConcatProbe)
+    [ "${#_concat[@]}" -lt 2 ] || _models+=(--model "teachers_concat=concat:$(IFS=,; echo "${_concat[*]}")")
     _heads_ckpt="${probe_dir}/checkpoints/${export_checkpoint}"
     [ ! -f "${_heads_ckpt}" ] || _models+=(--model "student_heads=heads:${_heads_ckpt}")
     for _ckpt in "${expdir}/${tag}/checkpoints/${export_checkpoint}" "${_heads_ckpt}"; do
@@ -293,9 +298,27 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
 fi
 
 if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
+    # how well each checkpoint's prediction heads reproduce every teacher layer on dev (stage 1,
+    # then stage 2 when it ran), each into its own exp dir; the report shows their tables
+    _fid_dirs=("${expdir}/${tag}")
+    [ "${run_plus}" = false ] || _fid_dirs+=("${plus_dir}")
+    _fid=()
+    _t=()
+    [ "${teacher_mode}" = online ] || _t=(--targets_dir "${dumpdir}/targets")
+    require_card_dir
+    _env=()
+    [ -z "${teacher_checkpoints}" ] \
+        || _env=(env "USAD2_TEACHER_CARDS=${teacher_card_dir}${USAD2_TEACHER_CARDS:+:${USAD2_TEACHER_CARDS}}")
+    for _d in "${_fid_dirs[@]}"; do
+        log "Stage 9: fidelity of ${_d}/checkpoints/${export_checkpoint} -> ${_d}/fidelity/"
+        "${_env[@]+"${_env[@]}"}" "${python}" -m usad2.bin.fidelity \
+            --checkpoint "${_d}/checkpoints/${export_checkpoint}" --dev_dir "${dumpdir}/raw/${dev_set}" \
+            "${_t[@]+"${_t[@]}"}" --out "${_d}/fidelity" --progress false --force "${force}"
+        _fid+=(--fidelity "${_d}/fidelity")
+    done
     log "Stage 9: report -> ${final_dir}/report/"
     "${python}" -m usad2.bin.report --probe_dir "${final_dir}/probe" \
-        --train_log "${final_dir}" --out_dir "${final_dir}/report"
+        --train_log "${final_dir}" --out_dir "${final_dir}/report" "${_fid[@]}"
 fi
 
 log "Finished stages ${stage}-${stop_stage} in ${SECONDS} s"
