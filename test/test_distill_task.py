@@ -19,7 +19,7 @@ import yaml
 from usad2.data.datadir import DataDir
 from usad2.distill.align import AlignmentError
 from usad2.distill.targets import OfflineTargets, OnlineTargets, crop_frame_range
-from usad2.distill.task import (DistillModel, DistillTask, EvalAccumulator, TargetStats, mean_predictions,
+from usad2.distill.task import (DistillModel, DistillTask, EvalAccumulator, TargetStats, denormalise_preds, mean_predictions,
                                 stage1_spec, stage2_spec, student_timing)
 from usad2.errors import ConfigError
 from usad2.models.presets import get_preset
@@ -413,3 +413,30 @@ def test_card_probability_layers_are_checked_and_reach_the_spec():
 
     with pytest.raises(TeacherError, match=r"probability_layers \[4\] are not layers 1..3"):
         TeacherCard.from_dict(d, "bad.yaml")
+
+
+def test_bce_heads_skip_standardisation_and_report_posteriors():
+    """--probability_targets bce: those heads' loss is the Bernoulli KL on raw posteriors."""
+    from usad2.distill.loss import bernoulli_frame_loss
+
+    spec = _prob_spec("pitchy", [1, 2], [2])
+    stats = TargetStats({k: {"mean": torch.full((3,), 5.0), "std": torch.full((3,), 2.0)} for k in spec.keys()})
+    task = DistillTask([spec], 25, stats=stats, probability_targets="bce")
+    assert task.bce_keys == {spec.keys()[1]}
+    p = torch.rand(1, 4, 3) * 0.9 + 0.05
+    dense = torch.randn(1, 4, 3)
+    lengths = torch.tensor([4])
+    preds = {spec.keys()[0]: torch.zeros(1, 4, 3), spec.keys()[1]: torch.logit(p)}
+    batch = types.SimpleNamespace(utts=["u"], domains=["music"])
+    terms = {key: values for _, key, values, _ in task.head_terms(preds, lengths, {"pitchy": ([dense, p], lengths)}, batch)}
+    assert terms[spec.keys()[1]].abs().max() < 1e-5  # exact posteriors, no standardisation in the way
+    assert terms[spec.keys()[0]].min() > 0
+    orig = denormalise_preds(task, preds)
+    assert torch.allclose(orig[spec.keys()[1]], p, atol=1e-6)  # posteriors in original units
+    assert torch.allclose(orig[spec.keys()[0]], torch.full((1, 4, 3), 5.0))
+    evaluated = {key: v for _, key, v, _ in task.head_terms(orig, lengths, {"pitchy": ([dense, p], lengths)}, batch,
+                                                            normalised=False)}
+    assert evaluated[spec.keys()[1]].abs().max() < 1e-4
+    raw = DistillTask([spec], 25, stats=stats)
+    assert raw.bce_keys == set() and torch.equal(denormalise_preds(raw, preds)[spec.keys()[1]],
+                                                 stats.denormalise(spec.keys()[1], preds[spec.keys()[1]]))

@@ -52,3 +52,20 @@ def test_loss_on_known_tensors_with_padding():
     assert masked_mean(total, mask).item() == pytest.approx((expected0 + expected1) / 2, rel=1e-6)
     assert masked_mean(total, mask, weights=torch.tensor([0.5])).item() == pytest.approx(
         (expected0 + expected1) / 4, rel=1e-6)
+
+
+def test_bernoulli_frame_loss_is_the_kl_to_the_teacher_posterior():
+    import math
+
+    import torch
+
+    from usad2.distill.loss import bernoulli_frame_loss
+
+    p = torch.tensor([[[0.1, 0.9], [0.5, 0.02]]])
+    mask = torch.tensor([[True, False]])
+    exact = bernoulli_frame_loss(torch.logit(p), p, torch.ones(1, 2, dtype=torch.bool))
+    assert exact.abs().max() < 1e-5  # the teacher's own posterior costs nothing
+    off = bernoulli_frame_loss(torch.zeros(1, 2, 2), p, mask)  # the head says 0.5 everywhere
+    kl = lambda a, b: a * math.log(a / b) + (1 - a) * math.log((1 - a) / (1 - b))
+    assert float(off[0, 0]) == pytest.approx((kl(0.1, 0.5) + kl(0.9, 0.5)) / 2, rel=1e-4)
+    assert float(off[0, 1]) == 0.0  # padding

@@ -145,7 +145,8 @@ def build_from_checkpoint(ckpt, where, device="cpu"):
                               f"pairs of its teachers {model.head_inputs}")
     stats = TargetStats(ckpt["target_stats"]) if ckpt.get("target_stats") else None
     task = DistillTask(specs, *student_timing(student.config, student.fbank_config), omega=cfg.get("omega", 10.0),
-                       any_weight=cfg.get("any_weight", 1.0), tolerance=cfg.get("tolerance", 2), stats=stats)
+                       any_weight=cfg.get("any_weight", 1.0), tolerance=cfg.get("tolerance", 2), stats=stats,
+                       probability_targets=cfg.get("probability_targets", "raw"))
     return model.to(device).eval(), task
 
 

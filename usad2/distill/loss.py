@@ -20,6 +20,21 @@ def frame_loss(pred, target, mask):
     return (l1 + cos_term) * m, l1 * m, cos_term * m
 
 
+def bernoulli_frame_loss(logits, target, mask, eps=1e-6):
+    """Per frame: mean_d KL(Bernoulli(target) || Bernoulli(sigmoid(logits))); (B, T), 0 on padding.
+
+    For teacher layers that are probabilities (sigmoid posteriors): the cross-entropy of the
+    teacher's posterior against the head's, minus the posterior's own entropy, so a perfect head
+    scores 0. Its optimum is the conditional MEAN posterior, and its gradient sigmoid(ẑ) - p
+    is as large on a rare sounding note as the error there.
+    """
+    p = target.float().clamp(0.0, 1.0)
+    ce = F.binary_cross_entropy_with_logits(logits.float(), p, reduction="none")
+    q = p.clamp(eps, 1.0 - eps)
+    entropy = -(q * q.log() + (1 - q) * (1 - q).log())
+    return (ce - entropy).clamp(min=0).mean(dim=-1) * mask.to(ce.dtype)
+
+
 def masked_mean(values, mask, weights=None):
     """Mean of (B, T) `values` over valid frames, each utterance's frames weighted by weights[b]."""
     m = mask.to(values.dtype)

@@ -126,7 +126,7 @@ class OfflineTargets:
         return out
 
 
-PROBABILITY_TARGETS = ("logit", "raw")
+PROBABILITY_TARGETS = ("logit", "raw", "bce")
 
 
 def probability_to_logit(p, eps=1e-4):
@@ -168,10 +168,13 @@ class LogitTargets:
 
 
 def with_probability_targets(provider, specs, mode):
-    """The provider, with each spec's probability layers as log-odds when `mode` is "logit"."""
+    """The provider, with each spec's probability layers as log-odds when `mode` is "logit".
+
+    "raw" and "bce" keep the probabilities (bce changes the loss instead: DistillTask).
+    """
     if mode not in PROBABILITY_TARGETS:
         raise ConfigError(f"--probability_targets must be one of {PROBABILITY_TARGETS}, got {mode!r}")
-    if provider is None or mode == "raw":
+    if provider is None or mode != "logit":
         return provider
     layers = {s.name: [j for j, t in enumerate(s.teacher_layers) if t in s.probability_layers] for s in specs}
     if not any(layers.values()):

@@ -49,7 +49,8 @@ import torch
 from torch import nn
 
 from usad2.distill.align import align
-from usad2.distill.loss import frame_loss
+from usad2.distill.loss import bernoulli_frame_loss, frame_loss
+from usad2.distill.targets import probability_to_logit
 from usad2.distill.mapping import layer_pairs
 from usad2.distill.weighting import UTTERANCE_DOMAINS, weight_table
 from usad2.errors import ConfigError
@@ -180,7 +181,7 @@ class DistillTask:
     """Loss, weighting and target normalisation for a list of TeacherSpecs."""
 
     def __init__(self, specs, student_rate, student_offset=0.0, omega=10.0, any_weight=1.0,
-                 tolerance=2, stats=None):
+                 tolerance=2, stats=None, probability_targets="raw"):
         if not specs:
             raise ConfigError("no teachers to distil from (--teachers / --stage2_teachers are empty)")
         self.specs = specs
@@ -191,6 +192,12 @@ class DistillTask:
         self.weight_rows = {d: torch.tensor(table[d], dtype=torch.float32) for d in UTTERANCE_DOMAINS}
         self.stats = stats  # a TargetStats or None
         self.heads = [(m, j, key) for m, s in enumerate(specs) for j, key in enumerate(s.keys())]
+        # --probability_targets bce: these heads output logits of the teacher's posteriors and are
+        # fitted by the Bernoulli KL (loss.bernoulli_frame_loss), never standardised
+        self.bce_keys = set()
+        if probability_targets == "bce":
+            self.bce_keys = {head_key(s.name, t) for s in specs for t in s.teacher_layers
+                             if t in s.probability_layers}
 
     def weights(self, domains, device="cpu"):
         """(B, M) domain weights of the batch's utterances."""
@@ -212,12 +219,15 @@ class DistillTask:
             outputs, target_lengths = targets[spec.name]
             target = outputs[j]
             pred = preds[key].float()
-            if self.stats is not None and normalised:
+            bce = key in self.bce_keys
+            if bce and not normalised:  # evaluation hands posteriors (denormalise_preds)
+                pred = probability_to_logit(pred, 1e-6)
+            if self.stats is not None and normalised and not bce:
                 target = self.stats.normalise(key, target)
             pred, target, _, mask = align(pred, pred_lengths, target, target_lengths, self.student_rate,
                                           spec.frame_rate, self.student_offset, spec.frame_offset,
                                           self.tolerance, spec.name, list(batch.utts))
-            values, _, _ = frame_loss(pred, target, mask)
+            values = bernoulli_frame_loss(pred, target, mask) if bce else frame_loss(pred, target, mask)[0]
             yield m, key, values, mask
 
     def local_sums(self, preds, pred_lengths, targets, batch, normalised=True):
@@ -290,10 +300,14 @@ class EvalAccumulator:
 
 
 def denormalise_preds(task, preds):
-    """Predictions in original units (identity without target statistics)."""
-    if task.stats is None:
-        return preds
-    return {k: task.stats.denormalise(k, v.float()) for k, v in preds.items()}
+    """Predictions in original units (identity without target statistics; posteriors for bce heads)."""
+    out = {}
+    for k, v in preds.items():
+        if k in task.bce_keys:
+            out[k] = torch.sigmoid(v.float())
+        else:
+            out[k] = v if task.stats is None else task.stats.denormalise(k, v.float())
+    return out
 
 
 def mean_predictions(task, pred_lengths, num_frames):

@@ -277,7 +277,8 @@ class Trainer:
         seed_everything(cfg["seed"])  # identical initial weights on every rank
         self._build_model(ckpt)
         self.task = DistillTask(self.specs, *student_timing(self.student.config, self.student.fbank_config),
-                                omega=cfg["omega"], any_weight=cfg["any_weight"], tolerance=cfg["tolerance"])
+                                omega=cfg["omega"], any_weight=cfg["any_weight"], tolerance=cfg["tolerance"],
+                                probability_targets=cfg.get("probability_targets", "raw"))
         self._build_targets()
         self._build_pipelines()
         if cfg["target_norm"] == "standardize":
