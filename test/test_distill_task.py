@@ -417,8 +417,6 @@ def test_card_probability_layers_are_checked_and_reach_the_spec():
 
 def test_bce_heads_skip_standardisation_and_report_posteriors():
     """--probability_targets bce: those heads' loss is the Bernoulli KL on raw posteriors."""
-    from usad2.distill.loss import bernoulli_frame_loss
-
     spec = _prob_spec("pitchy", [1, 2], [2])
     stats = TargetStats({k: {"mean": torch.full((3,), 5.0), "std": torch.full((3,), 2.0)} for k in spec.keys()})
     task = DistillTask([spec], 25, stats=stats, probability_targets="bce")
