@@ -246,6 +246,20 @@ def test_recipe_defaults_run_both_stages(recorded_recipe):
     assert "teachers_concat=concat:speech_embedding,yamnet,basic_pitch,resemblyzer" in probe
 
 
+def test_recipe_plus_keep_stage1(recorded_recipe):
+    """--plus_keep_stage1 true: stage 6 keeps the stage-1 teachers (their heads come from --init)."""
+    r, verbs, lines = _recipe(recorded_recipe, "--plus_keep_stage1", "true")
+    assert r.returncode == 0, r.stderr
+    s1, s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"]
+    assert _val(s2, "--teachers") == _val(s1, "--teachers") and _val(s2, "--drop_stage1") == "false"
+    assert _val(s2, "--stage2_teachers") == "resemblyzer,yamnet"
+    r, verbs, lines = _recipe(recorded_recipe)
+    s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"][1]
+    assert "--drop_stage1" not in s2 and "--teachers" not in s2
+    r, _, lines = _recipe(recorded_recipe, "--plus_keep_stage1", "yes")
+    assert r.returncode != 0 and "option 'plus_keep_stage1' takes true or false, got 'yes'" in r.stderr and not lines
+
+
 def test_recipe_stage1_only(recorded_recipe):
     """--run_plus false: stage 1 is the final model; its dir holds export and probe."""
     r, verbs, lines = _recipe(recorded_recipe, "--run_plus", "false")

@@ -438,3 +438,18 @@ def test_bce_heads_skip_standardisation_and_report_posteriors():
     raw = DistillTask([spec], 25, stats=stats)
     assert raw.bce_keys == set() and torch.equal(denormalise_preds(raw, preds)[spec.keys()[1]],
                                                  stats.denormalise(spec.keys()[1], preds[spec.keys()[1]]))
+
+
+def test_stage2_keeping_stage1_teachers_merges_a_teacher_of_both_stages():
+    """--drop_stage1 false with yamnet in both lists: one yamnet spec, its K layers plus its last."""
+    from usad2.distill.trainer import teacher_specs
+
+    cfg = {"teachers": ["speech_embedding", "yamnet"], "stage2_teachers": ["resemblyzer", "yamnet"],
+           "drop_stage1": False, "k": 4, "stage2_student_layer": -1}
+    specs = teacher_specs(cfg, 4)
+    assert [s.name for s in specs] == ["speech_embedding", "yamnet", "resemblyzer"]
+    yam = specs[1]
+    assert yam.teacher_layers == [2, 4, 6, 7] and yam.pairs[-1] == (4, 7) and yam.widths[7] == 521
+    assert [s.name for s in teacher_specs(dict(cfg, drop_stage1=True), 4)] == ["resemblyzer", "yamnet"]
+    with pytest.raises(ConfigError, match="listed twice"):
+        teacher_specs(dict(cfg, teachers=["yamnet", "yamnet"]), 4)

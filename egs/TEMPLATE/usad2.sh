@@ -50,6 +50,7 @@ plus_config=""          # YAML config of stage 6 (empty: conf/plus_<demo_size>.y
 run_plus=true           # run stage 6 (the "+" stage-2 training, the paper's full method); false: stop after stage 1
 skip_stage2=false       # true: the same as --run_plus false (ablation "no stage 2")
 stage2_init=stage1      # stage 6 starts from: stage1 (the stage-5 model) or scratch (a random --student)
+plus_keep_stage1=false  # true: stage 6 keeps distilling the stage-1 teachers beside the "+" ones (false: dropped, as the paper)
 omega=""                # domain weight ω of stages 5 and 6 (empty: the verb's default, 10; 1 = uniform)
 drop_teachers=""        # teacher cards removed from --teachers, comma-separated (ablation, e.g. basic_pitch)
 export_checkpoint=last.pt  # checkpoint (under <exp>/checkpoints/) that stage 7 exports
@@ -81,7 +82,7 @@ done
 case "${demo_size}" in tiny|default|large) ;; *) die "--demo_size: tiny, default or large, got '${demo_size}'" ;; esac
 case "${teacher_mode}" in offline|online) ;; *) die "--teacher_mode: offline or online, got '${teacher_mode}'" ;; esac
 case "${stage2_init}" in stage1|scratch) ;; *) die "--stage2_init: stage1 or scratch, got '${stage2_init}'" ;; esac
-for _b in skip_stage2 s3prl_probe; do
+for _b in skip_stage2 s3prl_probe plus_keep_stage1; do
     case "${!_b}" in true|false) ;; *) die "--${_b}: true or false, got '${!_b}'" ;; esac
 done
 [ "${skip_stage2}" = false ] || run_plus=false
@@ -233,11 +234,13 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
         log "Stage 6: distill stage 2 (\"+\") from ${stage2_init} -> ${plus_dir}/"
         _init=(--init "${expdir}/${tag}")
         [ "${stage2_init}" = stage1 ] || _init=(--student "${student}")  # ablation: from a random init
+        _keep=()  # the stage-1 teachers (and their heads, from the init) stay in the loss
+        [ "${plus_keep_stage1}" = false ] || _keep=(--teachers "${teachers}" --drop_stage1 false)
         require_card_dir
         mapfile -t _o < <(opt_if stage2_teachers "${plus_teachers}"; opt_if config "${plus_config}"
                           card_dir_opt teacher_cards)
         "${train_launcher[@]}" "${plus_dir}/train.log" "${train_prefix[@]}" usad2.bin.distill \
-            "${_o[@]+"${_o[@]}"}" "${_init[@]}" --teacher_mode "${teacher_mode}" \
+            "${_o[@]+"${_o[@]}"}" "${_init[@]}" "${_keep[@]+"${_keep[@]}"}" --teacher_mode "${teacher_mode}" \
             --train_dir "${dumpdir}/raw/${train_set}_mix" --dev_dir "${dumpdir}/raw/${dev_set}" \
             --targets_dir "${dumpdir}/targets" --out_dir "${plus_dir}" \
             "${distill_extra[@]+"${distill_extra[@]}"}"

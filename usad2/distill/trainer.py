@@ -180,11 +180,18 @@ def teacher_specs(cfg, num_student_layers):
         if stage1:
             logger.info("stage 2 with --drop_stage1 true: not distilling from %s", ", ".join(stage1))
         stage1 = []
+    for names in (stage1, stage2):
+        if len(set(names)) != len(names):
+            raise ConfigError(f"a teacher is listed twice: {names}")
     specs = [stage1_spec(load_card(n, dirs), num_student_layers, cfg["k"]) for n in stage1]
-    specs += [stage2_spec(load_card(n, dirs), num_student_layers, cfg["stage2_student_layer"]) for n in stage2]
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"a teacher is listed twice: {names}")
+    for name in stage2:
+        spec = stage2_spec(load_card(name, dirs), num_student_layers, cfg["stage2_student_layer"])
+        same = [s for s in specs if s.name == name]
+        if same:  # kept stage-1 teacher that is also a "+" teacher: one spec with both layer sets
+            same[0].pairs += [p for p in spec.pairs if p not in same[0].pairs]
+            same[0].widths.update(spec.widths)
+        else:
+            specs.append(spec)
     return specs
 
 
