@@ -1,7 +1,7 @@
 """25 Hz vs 50 Hz student at equal width and depth, inference on 30 s inputs.
 
 Both are preset `base` (12 x 768, 12 heads); the 25 Hz variant sets time_stride 4 and
-freq_stride 4 as the xlarge/xxlarge presets do (SPEC.md §5). The full waveform model runs
+freq_stride 4 as the xlarge/xxlarge presets do (docs/method.md#5-scaling). The full waveform model runs
 (fbank included) in eval / inference mode. Ratio = 50 Hz time / 25 Hz time.
 """
 import torch

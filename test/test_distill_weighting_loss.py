@@ -29,7 +29,8 @@ def test_no_match_and_unknown_and_omega_one():
 
 
 def test_any_domain_teacher_fixed_weight():
-    # stage 2 (SPEC §4): Whisper (speech, M = 1) gets 1 on speech and 1/omega elsewhere; AF3 (any) 1
+    # stage 2 (docs/method.md#4-stage-2-plus-models): Whisper (speech, M = 1) gets 1 on speech
+    # and 1/omega elsewhere; AF3 (any) 1
     assert teacher_weights(["speech", "any"], "speech", omega=10) == pytest.approx([1.0, 1.0])
     assert teacher_weights(["speech", "any"], "music", omega=10) == pytest.approx([1 / 10, 1.0])
     assert teacher_weights(["speech", "any"], "audio", any_weight=0.5) == pytest.approx([0.1, 0.5])

@@ -12,7 +12,7 @@ from usad2.models.heads import PredictionHead, build_heads, head_key, parse_head
 from usad2.models.presets import PRESETS, count_parameters, get_preset
 from usad2.models.wave_encoder import Usad2Model
 
-# the paper's sizes (SPEC.md §1); counts must fall within 5 % of the range
+# the paper's sizes (docs/method.md#1-student-encoder); counts must fall within 5 % of the range
 PAPER_PARAMS = {"small": (24e6, 25e6), "base": (94e6, 97e6), "large": (330e6, 336e6),
                 "xlarge": (695e6, 695e6), "xxlarge": (1036e6, 1036e6)}
 

@@ -1,4 +1,6 @@
-"""The student's front end (SPEC.md §1): Kaldi-compatible 128-bin log-mel fbank at 100 Hz.
+"""The student's front end: Kaldi-compatible 128-bin log-mel fbank at 100 Hz.
+
+Method: docs/method.md#1-student-encoder.
 
 Each utterance has its mean removed, is scaled to the int16 range (x 32768: the paper's AudioSet
 statistics, like AST's, were computed on int16-scaled waveforms), then

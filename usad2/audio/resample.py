@@ -1,4 +1,4 @@
-"""Sample-rate conversion with the `sox` binary (DESIGN.md §2: sox is usad2's resampler).
+"""Sample-rate conversion with the `sox` binary (usad2's resampler, docs/architecture.md#2-dependencies).
 
 Why the binary and not pysox: pysox's `Transformer.rate()` is silently ignored when the output is a
 numpy array (only `set_output_format(rate=...)` works), and its array path adds nothing over a

@@ -1,4 +1,4 @@
-"""The paper's ablations (SPEC.md §6) as one grid on shared offline targets -> one comparison table.
+"""The paper's ablations (docs/method.md §6) as one grid on shared offline targets -> one comparison table.
 
     python -m usad2.bin.ablate --grid full,omega1,no_music,no_stage2,stage2_scratch \\
         --recipe_dir egs/multidomain --out exp/ablations --seeds 0,1,2 --max_steps 600 --plus_steps 200

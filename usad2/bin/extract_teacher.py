@@ -29,7 +29,7 @@ def build_parser():
     p.add_argument("--layers", default=None,
                    help="comma-separated 1-based teacher layers (default: the card's distill_layers, "
                         "else the K-sparse teacher layers floor(k*L/K))")
-    p.add_argument("--k", type=int, default=4, help="layer pairs per teacher (SPEC §3)")
+    p.add_argument("--k", type=int, default=4, help="layer pairs per teacher (docs/method.md §3.1)")
     p.add_argument("--nj", type=int, default=1, help="number of shards")
     p.add_argument("--job", type=int, default=None, help="extract only this shard (1-based)")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"])

@@ -8,7 +8,8 @@ Sound and music longer than --segment_seconds are cut into pieces `<utt>-<start 
 outside [--min_seconds, --max_seconds] and silent clips are dropped and listed with their reason
 in `<out>/dropped`. The output (audio/, wav.scp, utt2dur, utt2num_samples and the input's label
 files) is written atomically and stamped; a rerun with the same options and input is skipped,
---force true redoes it. Full-scale settings of SPEC.md: --min_seconds 2 --max_seconds 30.
+--force true redoes it. Full-scale settings (docs/method.md#37-training-data): --min_seconds 2
+--max_seconds 30.
 """
 from usad2.data.format import SAMPLE_FORMATS, FormatConfig, format_data
 from usad2.utils.cli import make_parser, run_main, str2bool

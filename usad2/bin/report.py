@@ -6,8 +6,8 @@
 Reads <probe_dir>/results.json and details.json (usad2.bin.probe), when --train_log names a
 training folder or log file, the trainer's per-step metrics.jsonl (or train_log.jsonl), and for
 each --fidelity DIR its fidelity.json (usad2.bin.fidelity), shown as a table per checkpoint. Writes
-<out_dir>/RESULTS.md, <out_dir>/results.json (DESIGN.md §8), <out_dir>/details.json and
-<out_dir>/plots/{task_scores,train_loss,layer_weights_<model>}.png.
+<out_dir>/RESULTS.md, <out_dir>/results.json (docs/formats.md#6-probe-and-report-results),
+<out_dir>/details.json and <out_dir>/plots/{task_scores,train_loss,layer_weights_<model>}.png.
 """
 import json
 import logging

@@ -1,4 +1,4 @@
-"""Build a deeper student by stacking layer ranges of a trained one (depth up-scaling, SPEC.md §5).
+"""Build a deeper student by stacking layer ranges of a trained one (depth up-scaling, docs/method.md §5).
 
     python -m usad2.bin.upscale_depth --src exp/xl/export/model.pt --out exp/xxl_init.pt --ranges 1-24,9-32
 

@@ -6,7 +6,7 @@ usad2.audio.io) and writes one WAV file per output utterance under `<out_dir>/au
 dir whose wav.scp points at those files (paths as `<out_dir>/audio/...`, relative when `out_dir`
 is, as in Kaldi) with utt2dur and utt2num_samples.
 
-Rules (documented choices; SPEC.md section 3 "Data"):
+Rules (documented choices; docs/method.md#37-training-data):
 - Segmentation: an utterance of a domain in `segment_domains` (sound and music by default) that is
   longer than `segment_seconds` is cut into consecutive pieces of exactly that length (the last
   one may be shorter); piece ids are `<utt>-<start in ms, 7 digits>`. Every utterance-keyed table

@@ -4,9 +4,9 @@
 refused unless `prefix_ids`) and writes `utt2weight`, the relative rate at which the batcher
 samples each utterance. No audio is copied: wav.scp keeps pointing into the input dirs.
 
-Weights (`balance="domain"`, SPEC.md section 3: "non-speech is upsampled so that domains
-balance"). With b_u the utterance's input weight (its utt2weight, else 1), dur_u its utt2dur
-in seconds and d(u) its domain (utt2domain; `unknown` is a domain of its own):
+Weights (`balance="domain"`, docs/method.md#37-training-data: the smaller domains are
+upsampled until the domains balance). With b_u the utterance's input weight (its utt2weight,
+else 1), dur_u its utt2dur in seconds and d(u) its domain (utt2domain; `unknown` is a domain of its own):
 
     M_d = sum over u in d of b_u * dur_u          (sampling mass of domain d, in seconds)
     w_u = b_u * max_d(M_d) / M_{d(u)}

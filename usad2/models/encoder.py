@@ -1,4 +1,6 @@
-"""The USAD 2.0 student encoder (SPEC.md §1) in plain torch, with no usad2 imports (vendorable).
+"""The USAD 2.0 student encoder in plain torch, with no usad2 imports (vendorable).
+
+Method: docs/method.md#1-student-encoder.
 
 Input is the 100 Hz, 128-bin normalised log-mel fbank of `usad2.audio.frontend`; output is every
 layer's hidden state and every block's FFN output at 100 / time_stride Hz.
@@ -8,9 +10,9 @@ Architecture and the choices the paper leaves open (each is a field of `EncoderC
 * Conv subsampler: two Conv2d(kernel 3, padding 1) + GELU layers with `conv_channels` (64)
   channels over (time, frequency). Layer 1 strides (2, 2); layer 2 strides
   (time_stride / 2, freq_stride / 2). So 50 Hz models use strides (2,2),(1,1) (freq_stride 2, 64
-  frequency rows x 64 channels = 4096 features) and 25 Hz models add the one extra x2 stride of
-  SPEC.md §5 in layer 2, in time and (by default) in frequency (2048 features). These two choices
-  reproduce the paper's parameter counts (25.6 / 98.9 / 338 / 695 / 1036 M).
+  frequency rows x 64 channels = 4096 features) and 25 Hz models add the one extra x2 stride
+  (docs/method.md#5-scaling) in layer 2, in time and (by default) in frequency (2048 features).
+  These two choices reproduce the paper's parameter counts (25.6 / 98.9 / 338 / 695 / 1036 M).
   With padding 1, output frame t of the subsampler is centred on fbank frame `time_stride * t`
   and the output length is ceil(T / s) per layer (`EncoderConfig.output_length`).
 * LayerNorm over the flattened (channels x frequency) features, then Linear to d_model.

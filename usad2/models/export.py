@@ -1,4 +1,4 @@
-"""The export format: one plain dict that rebuilds the student with no other file (DESIGN.md §5).
+"""The export format (docs/formats.md#5-export): one plain dict that rebuilds the student alone.
 
     {"format": "usad2-export", "format_version": 1, "model_config": EncoderConfig dict,
      "fbank_config": FbankConfig dict, "state_dict": Usad2Model state dict ("encoder.*" keys),

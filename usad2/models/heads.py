@@ -1,4 +1,6 @@
-"""Prediction heads (SPEC.md §3): one Linear -> ReLU -> Linear per (teacher, distilled layer).
+"""Prediction heads: one Linear -> ReLU -> Linear per (teacher, distilled layer).
+
+Method: docs/method.md#32-prediction-heads.
 
 Heads live only during distillation; exports drop them. Keys are stable strings
 "<teacher>:L<layer>" (e.g. "wavlm_base_plus:L4"): torch forbids "." in module names, so the

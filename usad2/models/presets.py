@@ -1,9 +1,9 @@
-"""Named encoder sizes (SPEC.md §1): `get_preset(name) -> EncoderConfig`.
+"""Named encoder sizes (docs/method.md#1-student-encoder): `get_preset(name) -> EncoderConfig`.
 
 Parameter counts with this architecture (counted on the meta device, see `count_parameters`):
 tiny 0.55 M, small 25.57 M, base 98.85 M, large 338.0 M, xlarge 694.6 M, xxlarge 1035.7 M,
 matching the paper's 25.6 / 98.9 / 338 / 695 / 1036 M. 25 Hz presets use time_stride 4 and
-freq_stride 4 (the extra x2 stride of SPEC.md §5 in both axes of the second conv).
+freq_stride 4 (the extra x2 stride of docs/method.md#5-scaling in both axes of the second conv).
 Every preset has a `_f1` variant with freq_stride 1 (tiny_f1: 0.82 M parameters against 0.55 M).
 
 `mini` (2.56 M) is the demo recipe's student: tiny's depth at three times its width, with half

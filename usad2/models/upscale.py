@@ -1,4 +1,4 @@
-"""Depth up-scaling (SPEC.md §5): an N-layer student from a trained M-layer one by stacking
+"""Depth up-scaling (docs/method.md#5-scaling): an N-layer student from a trained M-layer one by stacking
 ranges of its transformer blocks; the default for 32 layers is 1-24 + 9-32 -> 48 layers.
 
 Works on the config + state-dict level, so the same code serves exports and training

@@ -218,9 +218,9 @@ def heads_from_checkpoint(ckpt, num_student_layers, where):
 
     Heads are read from `ckpt["heads"]` (a state dict) or from `heads.<key>.*` entries of
     `ckpt["model"]`. The student layer each head reads is `ckpt["head_inputs"][key]` when the
-    checkpoint records it (the trainer's hidden-state index per head), else the sparse rule of
-    SPEC.md §3 applied per teacher to its heads in layer order (k-th of K heads reads student
-    layer floor(k * L_S / K)).
+    checkpoint records it (the trainer's hidden-state index per head), else the sparse rule
+    (docs/method.md#31-sparse-layer-mapping) applied per teacher to its heads in layer order
+    (k-th of K heads reads student layer floor(k * L_S / K)).
     """
     from torch import nn
 

@@ -1,8 +1,9 @@
 """Run a task suite over probed models; write results.json and details.json.
 
-results.json is DESIGN.md §8's format: `{model: {task: score, ..., "_domain_mean": {domain:
-score}, "_mean": score}}`, score = the task's metric on test (a fraction in [0, 1]). `_mean` is
-the mean of the domain means, so each domain counts equally however many tasks it has.
+results.json (docs/formats.md#6-probe-and-report-results):
+`{model: {task: score, ..., "_domain_mean": {domain: score}, "_mean": score}}`, score = the
+task's metric on test (a fraction in [0, 1]). `_mean` is the mean of the domain means, so each
+domain counts equally however many tasks it has.
 details.json holds, per model and task: every metric on test and dev, the chosen
 hyper-parameters, the learned layer weights with the layer names, class and example counts,
 the chance score (the task metric of always predicting the majority training class; for mAP
@@ -151,7 +152,7 @@ def probe_task(task, label, feats, data_root, config, max_frames=20000):
 
 
 def aggregate(task_scores, domains):
-    """{task: score} -> DESIGN.md §8 entry with _domain_mean and _mean (mean of domain means)."""
+    """{task: score} -> results.json entry with _domain_mean and _mean (mean of domain means)."""
     entry = dict(task_scores)
     by_domain = {}
     for task, score in task_scores.items():

@@ -27,10 +27,11 @@ def default_layers(card, k=4):
     """The layers stage 4 stores for a teacher: what stage 1 distils plus the last layer.
 
     Stage 1 distils the card's distill_layers, else the K-sparse teacher layers floor(k·L_T/K)
-    (SPEC §3; all layers when the teacher has fewer than K). Stage 2 distils the last layer
-    (SPEC §4), so it is always included: one targets dir then serves both stages. The teacher
-    side of the mapping does not depend on the student's depth, so targets extracted once serve
-    every student preset with the same K.
+    (docs/method.md#31-sparse-layer-mapping; all layers when the teacher has fewer than K).
+    Stage 2 distils the last layer (docs/method.md#4-stage-2-plus-models), so it is always
+    included: one targets dir then serves both stages. The teacher side of the mapping does not
+    depend on the student's depth, so targets extracted once serve every student preset with the
+    same K.
     """
     if card.distill_layers:
         layers = [int(x) for x in card.distill_layers]

@@ -32,7 +32,7 @@ def parse_rate(value):
 
 @dataclasses.dataclass
 class TeacherCard:
-    """What a teacher card (YAML) declares; see DESIGN.md §4.
+    """What a teacher card (YAML) declares; fields in docs/formats.md#2-teacher-cards.
 
     name/family/domain: identity; source: where the checkpoint is (path or cached file names,
     sha256); sample_rate: native input rate; frame_rate: exact Fraction; frame_offset: seconds

@@ -1,4 +1,4 @@
-"""The distributed environment of a training process (DESIGN.md §6).
+"""The distributed environment of a training process (docs/architecture.md#6-scale).
 
 usad2 never spawns processes: `torchrun` sets RANK / LOCAL_RANK / WORLD_SIZE (and MASTER_ADDR /
 MASTER_PORT), and under Slurm's `srun` the task variables SLURM_PROCID / SLURM_LOCALID /

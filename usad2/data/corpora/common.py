@@ -1,9 +1,10 @@
 """Helpers shared by the real-corpus preparers: checked inputs, clean ids/labels, one writer.
 
 Every preparer turns a corpus's own layout into a Kaldi data dir with `utt2domain` (the domain
-of the source corpus, SPEC.md section 3) and the corpus's labels as `utt2<label>` files. Label
-values become tokens without spaces (`"Hip Hop"` -> `Hip_Hop`) because a utt2<label> line holds
-space-separated tokens; a utterance without a value simply has no line (labels may be partial).
+of the source corpus, docs/method.md#35-domain-weighting) and the corpus's labels as
+`utt2<label>` files. Label values become tokens without spaces (`"Hip Hop"` -> `Hip_Hop`)
+because a utt2<label> line holds space-separated tokens; a utterance without a value simply has
+no line (labels may be partial).
 """
 import csv
 import logging

@@ -1,5 +1,6 @@
-"""The embedded demo corpus (DESIGN.md §7): speech, music and general audio generated from
-Debian packages only, with domain and task labels and leakage-free train/dev/test splits.
+"""The embedded demo corpus (docs/architecture.md#7-demo-corpus): speech, music and general audio
+generated from Debian packages only, with domain and task labels and leakage-free train/dev/test
+splits.
 
 One module per source (speech_synth: espeak-ng + flite; speech_real: KTuberling + KLettres;
 music: fluidsynth renders of generated MIDI and MMA grooves; sounds: Hydrogen kits, Sonic Pi,

@@ -1,6 +1,6 @@
 """Driver of the demo corpus: plan every source, render in parallel, check, write data dirs.
 
-Output under `out` (DESIGN.md §7):
+Output under `out` (docs/architecture.md#7-demo-corpus):
 - `audio/{speech,music,sound}/<utt>.wav`: 16 kHz mono 16-bit PCM;
 - `notes/<utt>.tsv`: note tables of the music clips (format: `usad2.data.demo.notes`);
 - data dirs `<domain>_<split>` (domain speech/music/audio, split train/dev/test) and the
