@@ -2,9 +2,10 @@
 
 - No tracked file outside docs/ may cite the two external documents the code used to cite (the
   method specification and the design notes that lived beside the repository, not in it).
-- Every `docs/<file>.md#<anchor>` cited anywhere in the repository, and every relative link
-  inside docs/, must name an existing file and a heading of it (GitHub-style anchors: lower-case,
-  punctuation dropped, spaces to '-'); every `docs/<file>.md §N[.M]` must name a numbered heading.
+- Every `docs/<file>.md` named anywhere in the repository must exist; every
+  `docs/<file>.md#<anchor>` cited anywhere, and every relative link inside docs/, must name a
+  heading of that file (GitHub-style anchors: lower-case, punctuation dropped, spaces to '-');
+  every `docs/<file>.md §N[.M]` must name a numbered heading.
 """
 import fnmatch
 import os
@@ -32,8 +33,10 @@ PENDING = (
     "egs/multidomain/conf/*",
 )
 
-DOC_ANCHOR = re.compile(r"docs/([A-Za-z0-9_.-]+\.md)#([\w-]+)")
-DOC_SECTION = re.compile(r"docs/([A-Za-z0-9_.-]+\.md) §(\d+(?:\.\d+)?)")
+_DOC = r"(?<![\w/.-])docs/([A-Za-z0-9_.-]+\.md)"  # the repository's docs/, not some other docs/
+DOC_FILE = re.compile(_DOC)
+DOC_ANCHOR = re.compile(_DOC + r"#([\w-]+)")
+DOC_SECTION = re.compile(_DOC + r" §(\d+(?:\.\d+)?)")
 # inside docs/: [text](file.md#anchor), [text](#anchor), [text](file.md)
 LOCAL_LINK = re.compile(r"\]\((?!https?:)([A-Za-z0-9_.-]+\.md)?(?:#([\w-]+))?\)")
 
@@ -123,6 +126,7 @@ def _citations(files):
     for rel, text in sorted(files.items()):
         for lineno, line in enumerate(text.splitlines(), 1):
             where = f"{rel}:{lineno}"
+            out += [(where, m.group(1), None, None) for m in DOC_FILE.finditer(line)]
             out += [(where, m.group(1), m.group(2), None) for m in DOC_ANCHOR.finditer(line)]
             out += [(where, m.group(1), None, m.group(2)) for m in DOC_SECTION.finditer(line)]
             if rel.startswith("docs/") and rel.count("/") == 1:
