@@ -453,3 +453,26 @@ def test_stage2_keeping_stage1_teachers_merges_a_teacher_of_both_stages():
     assert [s.name for s in teacher_specs(dict(cfg, drop_stage1=True), 4)] == ["resemblyzer", "yamnet"]
     with pytest.raises(ConfigError, match="listed twice"):
         teacher_specs(dict(cfg, teachers=["yamnet", "yamnet"]), 4)
+
+
+def test_mse_heads_use_squared_error_and_one_scale_per_layer():
+    """--probability_targets mse: squared error on posteriors scaled by the layer's RMS std."""
+    spec = _prob_spec("pitchy", [1, 2], [2])
+    task = DistillTask([spec], 25, probability_targets="mse")
+    dense_key, prob_key = spec.keys()
+    assert task.squared_keys == {prob_key} and task.bce_keys == set()
+    stats = TargetStats({k: {"mean": torch.zeros(3), "std": torch.tensor([0.01, 0.1, 1.0])} for k in spec.keys()})
+    stats.pool_std(task.squared_keys)
+    rms = math.sqrt((0.01 ** 2 + 0.1 ** 2 + 1.0) / 3)
+    assert stats.stats[prob_key]["std"].tolist() == pytest.approx([rms] * 3, rel=1e-6)
+    assert stats.stats[dense_key]["std"].tolist() == pytest.approx([0.01, 0.1, 1.0])
+    stats.pool_std(task.squared_keys)  # idempotent: a resumed run pools again
+    assert stats.stats[prob_key]["std"].tolist() == pytest.approx([rms] * 3, rel=1e-6)
+    task.stats = stats
+    target = torch.tensor([[[0.0, 0.0, 2 * rms]]])
+    lengths = torch.tensor([1])
+    preds = {dense_key: torch.zeros(1, 1, 3), prob_key: torch.tensor([[[0.0, 0.0, 1.0]]])}
+    batch = types.SimpleNamespace(utts=["u"], domains=["music"])
+    terms = {k: float(v[0, 0]) for _, k, v, _ in task.head_terms(preds, lengths, {"pitchy": ([target, target], lengths)}, batch)}
+    # standardised target (0, 0, 2), prediction (0, 0, 1): squared error 1/3, cosine 1
+    assert terms[prob_key] == pytest.approx(1 / 3 - math.log(1 / (1 + math.exp(-1))), rel=1e-5)

@@ -74,10 +74,11 @@ def build_parser():
     a("--fsdp", type=str2bool, default=False, help="shard the student with FSDP instead of DDP")
     a("--target_norm", default="standardize", choices=["none", "standardize"],
       help="per-dimension target standardisation (default chosen by measurement: usad2.distill.task)")
-    a("--probability_targets", default="raw", choices=["logit", "raw", "bce"],
+    a("--probability_targets", default="raw", choices=["logit", "raw", "bce", "mse"],
       help="teacher layers that are probabilities (card: probability_layers): raw = as the teacher gives "
       "them, standardised, frame loss; logit = their log-odds, standardised, frame loss; bce = heads "
-      "predict logits, fitted by the Bernoulli KL to the posteriors (usad2.distill.loss)")
+      "predict logits, fitted by the Bernoulli KL to the posteriors (usad2.distill.loss); mse = posteriors "
+      "centred and scaled by one std per layer, squared error instead of L1 in the frame loss")
     a("--norm_batches", type=int, default=20, help="training batches used for the target statistics")
     a("--init", default=None, help="stage-1 training checkpoint, export, or experiment dir (its best.pt, "
       "else last.pt) to start from")

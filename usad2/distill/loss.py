@@ -6,14 +6,17 @@ weight utterances by domain and normalise over all valid frames of the global ba
 import torch.nn.functional as F
 
 
-def frame_loss(pred, target, mask):
+def frame_loss(pred, target, mask, squared=False):
     """pred, target: (B, T, D); mask: (B, T) True on valid frames. Returns (B, T), 0 on padding.
 
-    Also returns the two terms (L1 and cosine) separately for logging.
+    Also returns the two terms (distance and cosine) separately for logging. `squared` replaces
+    the L1 term by the squared error (its optimum is the conditional mean, not the median: see
+    usad2.distill.task on sparse targets).
     """
     pred = pred.float()
     target = target.float()
-    l1 = (pred - target).abs().mean(dim=-1)
+    diff = pred - target
+    l1 = (diff * diff if squared else diff.abs()).mean(dim=-1)
     cos = F.cosine_similarity(pred, target, dim=-1, eps=1e-8)
     cos_term = -F.logsigmoid(cos)
     m = mask.to(pred.dtype)

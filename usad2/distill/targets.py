@@ -126,7 +126,7 @@ class OfflineTargets:
         return out
 
 
-PROBABILITY_TARGETS = ("logit", "raw", "bce")
+PROBABILITY_TARGETS = ("logit", "raw", "bce", "mse")
 
 
 def probability_to_logit(p, eps=1e-4):
@@ -170,7 +170,7 @@ class LogitTargets:
 def with_probability_targets(provider, specs, mode):
     """The provider, with each spec's probability layers as log-odds when `mode` is "logit".
 
-    "raw" and "bce" keep the probabilities (bce changes the loss instead: DistillTask).
+    "raw", "bce" and "mse" keep the probabilities (bce and mse change the loss: DistillTask).
     """
     if mode not in PROBABILITY_TARGETS:
         raise ConfigError(f"--probability_targets must be one of {PROBABILITY_TARGETS}, got {mode!r}")

@@ -153,6 +153,20 @@ class TargetStats:
         self._acc = {}
         return self.stats
 
+    def pool_std(self, keys):
+        """One scale per layer for `keys`: every dimension's std becomes the layer's RMS std.
+
+        For sparse layers (posteriorgrams), per-dimension scaling turns a rarely active dimension
+        into outliers of 50-90 standard deviations that dominate any loss; one scale per layer
+        keeps each dimension's share as the teacher gives it (squared error then measures
+        1 - explained variance of the layer).
+        """
+        for key in keys:
+            if key in self.stats:
+                std = self.stats[key]["std"]
+                self.stats[key]["std"] = torch.full_like(std, float(std.pow(2).mean().sqrt()))
+        return self.stats
+
     def normalise(self, key, x):
         st = self.stats[key]
         return (x - st["mean"].to(x.device)) / st["std"].to(x.device)
@@ -194,10 +208,10 @@ class DistillTask:
         self.heads = [(m, j, key) for m, s in enumerate(specs) for j, key in enumerate(s.keys())]
         # --probability_targets bce: these heads output logits of the teacher's posteriors and are
         # fitted by the Bernoulli KL (loss.bernoulli_frame_loss), never standardised
-        self.bce_keys = set()
-        if probability_targets == "bce":
-            self.bce_keys = {head_key(s.name, t) for s in specs for t in s.teacher_layers
-                             if t in s.probability_layers}
+        prob_keys = {head_key(s.name, t) for s in specs for t in s.teacher_layers if t in s.probability_layers}
+        self.bce_keys = prob_keys if probability_targets == "bce" else set()
+        # --probability_targets mse: squared error instead of L1 (standardised, with the cosine term)
+        self.squared_keys = prob_keys if probability_targets == "mse" else set()
 
     def weights(self, domains, device="cpu"):
         """(B, M) domain weights of the batch's utterances."""
@@ -227,7 +241,8 @@ class DistillTask:
             pred, target, _, mask = align(pred, pred_lengths, target, target_lengths, self.student_rate,
                                           spec.frame_rate, self.student_offset, spec.frame_offset,
                                           self.tolerance, spec.name, list(batch.utts))
-            values = bernoulli_frame_loss(pred, target, mask) if bce else frame_loss(pred, target, mask)[0]
+            values = (bernoulli_frame_loss(pred, target, mask) if bce
+                      else frame_loss(pred, target, mask, squared=key in self.squared_keys)[0])
             yield m, key, values, mask
 
     def local_sums(self, preds, pred_lengths, targets, batch, normalised=True):

@@ -290,6 +290,7 @@ class Trainer:
         self._build_pipelines()
         if cfg["target_norm"] == "standardize":
             self.task.stats = TargetStats(ckpt["target_stats"]) if ckpt else self._compute_stats()
+            self.task.stats.pool_std(self.task.squared_keys)  # mse: one scale per probability layer
         elif cfg["target_norm"] != "none":
             raise ConfigError(f"--target_norm must be none or standardize, got {cfg['target_norm']!r}")
         self._wrap()
