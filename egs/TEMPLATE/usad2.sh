@@ -3,7 +3,7 @@
 # Recipes (egs/<name>/run.sh) call it through their `usad2.sh` symlink, from their own directory,
 # which must hold utils/ (symlink), path.sh, cmd.sh, conf/ and local/data.sh.
 # The stage logic lives in `python -m usad2.bin.<verb>`; this file only chains the verbs.
-# Stage numbers never change (DESIGN.md section 3).
+# Stage numbers never change (docs/architecture.md §3.2).
 set -euo pipefail
 
 log() {

@@ -1,4 +1,4 @@
-"""Frame-rate alignment of student predictions and teacher targets (SPEC.md §3).
+"""Frame-rate alignment of student predictions and teacher targets (docs/method.md §3.4).
 
 Rates are exact Fractions. With student rate r_s and teacher rate r_t:
 - r_s = n·r_t (n integer > 1): mean-pool the student predictions by n (50 Hz student, 25 Hz ATST);

@@ -1,4 +1,4 @@
-"""The distillation loss (SPEC.md §3): per frame, mean_d |ẑ - z| - log σ(cos(ẑ, z)).
+"""The distillation loss (docs/method.md §3.3): per frame, mean_d |ẑ - z| - log σ(cos(ẑ, z)).
 
 Padded frames are masked out. `frame_loss` returns per-frame values so that the trainer can
 weight utterances by domain and normalise over all valid frames of the global batch.

@@ -1,4 +1,4 @@
-"""Sparse layer-to-layer mapping (SPEC.md §3).
+"""Sparse layer-to-layer mapping (docs/method.md §3.1).
 
 With K pairs, for k = 1..K student layer floor(k·L_S/K) predicts teacher layer floor(k·L_T/K).
 A teacher card may list its distilled layers explicitly (a teacher with fewer than K layers,

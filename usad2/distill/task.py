@@ -1,6 +1,6 @@
 """The distillation task: which student layer predicts which teacher layer, and the loss.
 
-Pieces (SPEC.md §3-§4):
+Pieces (docs/method.md §3 and §4):
 - `TeacherSpec`: one teacher's name, domain, frame rate / offset and its (student layer, teacher
   layer) pairs: K-sparse for stage 1 (`stage1_spec`), the teacher's last layer from one student
   layer (default the last) for stage 2 (`stage2_spec`).

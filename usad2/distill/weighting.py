@@ -1,4 +1,4 @@
-"""Domain-aware teacher weights (SPEC.md §3).
+"""Domain-aware teacher weights (docs/method.md §3.5).
 
 Over the M domain-specific teachers, teacher m gets ω/(ω+M-1) when its domain equals the
 utterance's and 1/(ω+M-1) otherwise. An "unknown" domain (or ω = 1) gives every teacher 1/M,
