@@ -232,15 +232,15 @@ def test_recipe_defaults_run_both_stages(recorded_recipe):
                                                    "usad2.bin.export", "usad2.bin.probe"]
     s1, s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"]
     assert "--omega" not in s1 and _val(s1, "--teachers") == "speech_embedding,yamnet,basic_pitch"
-    assert _val(s2, "--init") == "exp/usad2_mini_offline" and _val(s2, "--out_dir") == "exp/usad2_mini_offline_plus"
+    assert _val(s2, "--init") == "exp/usad2_mini_offline_distill_default" and _val(s2, "--out_dir") == "exp/usad2_mini_offline_distill_default_plus"
     e1, e2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.export"]
-    assert _val(e1, "--out") == "exp/usad2_mini_offline/export/model.pt"
-    assert _val(e2, "--checkpoint") == "exp/usad2_mini_offline_plus/checkpoints/last.pt"
-    assert _val(e2, "--out") == "exp/usad2_mini_offline_plus/export/model.pt"
+    assert _val(e1, "--out") == "exp/usad2_mini_offline_distill_default/export/model.pt"
+    assert _val(e2, "--checkpoint") == "exp/usad2_mini_offline_distill_default_plus/checkpoints/last.pt"
+    assert _val(e2, "--out") == "exp/usad2_mini_offline_distill_default_plus/export/model.pt"
     probe = verbs["probe"]
-    assert "student=exp/usad2_mini_offline_plus/export/model.pt" in probe
-    assert "student_stage1=exp/usad2_mini_offline/export/model.pt" in probe
-    assert _val(probe, "--out_dir") == "exp/usad2_mini_offline_plus/probe"
+    assert "student=exp/usad2_mini_offline_distill_default_plus/export/model.pt" in probe
+    assert "student_stage1=exp/usad2_mini_offline_distill_default/export/model.pt" in probe
+    assert _val(probe, "--out_dir") == "exp/usad2_mini_offline_distill_default_plus/probe"
     # every teacher once (yamnet is a stage-1 and a stage-2 teacher), then all of them at once
     assert probe.count("yamnet") == 1 and probe.count("resemblyzer") == 1
     assert "teachers_concat=concat:speech_embedding,yamnet,basic_pitch,resemblyzer" in probe
@@ -266,8 +266,8 @@ def test_recipe_stage1_only(recorded_recipe):
     assert r.returncode == 0, r.stderr
     assert "Stage 6: distill stage 2: skipped (--run_plus false)" in r.stderr
     assert [line.split()[1] for line in lines] == ["usad2.bin.distill", "usad2.bin.export", "usad2.bin.probe"]
-    assert _val(verbs["export"], "--out") == "exp/usad2_mini_offline/export/model.pt"
-    assert "student=exp/usad2_mini_offline/export/model.pt" in verbs["probe"]
+    assert _val(verbs["export"], "--out") == "exp/usad2_mini_offline_distill_default/export/model.pt"
+    assert "student=exp/usad2_mini_offline_distill_default/export/model.pt" in verbs["probe"]
     assert not any(w.startswith("student_stage1=") for w in verbs["probe"])
     assert "teachers_concat=concat:speech_embedding,yamnet,basic_pitch" in verbs["probe"]
 
@@ -284,13 +284,13 @@ def test_recipe_ablation_options(recorded_recipe):
     assert "basic_pitch" not in " ".join(verbs["probe"])
     s3 = verbs["s3prl_probe"]
     assert _val(s3, "--label") == "instrument_family" and _val(s3, "--steps") == "7"
-    assert _val(s3, "--export").endswith("exp/usad2_mini_offline_plus/export/model.pt")
+    assert _val(s3, "--export").endswith("exp/usad2_mini_offline_distill_default_plus/export/model.pt")
     # --skip_stage2 wins over --run_plus true; stage 6 from the stage-1 model by default
     r, verbs, lines = _recipe(recorded_recipe, "--run_plus", "true", "--skip_stage2", "true")
     assert r.returncode == 0 and "skipped (--run_plus false)" in r.stderr
     r, verbs, lines = _recipe(recorded_recipe, "--run_plus", "true")
     s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"][1]
-    assert _val(s2, "--init") == "exp/usad2_mini_offline" and "s3prl_probe" not in verbs
+    assert _val(s2, "--init") == "exp/usad2_mini_offline_distill_default" and "s3prl_probe" not in verbs
 
 
 def test_recipe_stage9_fidelity_of_each_checkpoint_then_the_report(recorded_recipe):
@@ -299,21 +299,21 @@ def test_recipe_stage9_fidelity_of_each_checkpoint_then_the_report(recorded_reci
     assert r.returncode == 0, r.stderr
     assert [line.split()[1] for line in lines] == ["usad2.bin.fidelity", "usad2.bin.fidelity", "usad2.bin.report"]
     f1, f2 = [line.split() for line in lines[:2]]
-    for words, exp in ((f1, "exp/usad2_mini_offline"), (f2, "exp/usad2_mini_offline_plus")):
+    for words, exp in ((f1, "exp/usad2_mini_offline_distill_default"), (f2, "exp/usad2_mini_offline_distill_default_plus")):
         assert _val(words, "--checkpoint") == f"{exp}/checkpoints/last.pt"
         assert _val(words, "--out") == f"{exp}/fidelity"
         assert _val(words, "--dev_dir") == "dump/raw/dev" and _val(words, "--targets_dir") == "dump/targets"
     report = verbs["report"]
-    assert _val(report, "--out_dir") == "exp/usad2_mini_offline_plus/report"
+    assert _val(report, "--out_dir") == "exp/usad2_mini_offline_distill_default_plus/report"
     assert [report[i + 1] for i, w in enumerate(report) if w == "--fidelity"] == \
-        ["exp/usad2_mini_offline/fidelity", "exp/usad2_mini_offline_plus/fidelity"]
+        ["exp/usad2_mini_offline_distill_default/fidelity", "exp/usad2_mini_offline_distill_default_plus/fidelity"]
     # stage 1 only, online teachers: one checkpoint, no offline targets
     r, verbs, lines = _recipe(recorded_recipe, "--stage", "9", "--stop_stage", "9", "--run_plus", "false",
                               "--teacher_mode", "online")
     assert r.returncode == 0, r.stderr
     assert [line.split()[1] for line in lines] == ["usad2.bin.fidelity", "usad2.bin.report"]
     assert "--targets_dir" not in verbs["fidelity"]
-    assert _val(verbs["report"], "--fidelity") == "exp/usad2_mini_online/fidelity"
+    assert _val(verbs["report"], "--fidelity") == "exp/usad2_mini_online_distill_default/fidelity"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -357,3 +357,13 @@ def test_s3prl_probe_on_a_labelled_subset(tmp_path, test_env):
     assert len((out / "s3prl_exp" / "test_fold1_predict.txt").read_text().split()) == 2 * 12
     with pytest.raises(DataDirError, match="no utt2genre file"):
         S.labelled_subset(str(tmp_path / "c" / "train"), "genre", str(tmp_path / "x"))
+
+
+def test_recipe_tag_names_the_config_so_sizes_never_share_a_dir(recorded_recipe):
+    """A tiny run then a default one (the README's path) must not meet in one experiment dir."""
+    _, tiny, _ = _recipe(recorded_recipe, "--demo_size", "tiny")
+    _, default, _ = _recipe(recorded_recipe)
+    assert _val(tiny["distill"], "--out_dir") == "exp/usad2_mini_offline_distill_tiny"
+    assert _val(default["distill"], "--out_dir") == "exp/usad2_mini_offline_distill_default"
+    _, tagged, _ = _recipe(recorded_recipe, "--tag", "mine")
+    assert _val(tagged["distill"], "--out_dir") == "exp/mine"

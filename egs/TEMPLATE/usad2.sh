@@ -25,7 +25,7 @@ nj=4                    # parallel jobs of the array stages (teacher targets)
 nproc=1                 # training processes (torchrun --nproc-per-node); 1 runs plain python
 python=$(dirname "$(dirname "${_template_dir}")")/tools/venv/bin/python  # interpreter with usad2
 force=false             # true: redo stages even when their .done stamp matches
-tag=""                  # experiment name (exp/<tag>); empty: usad2_<student>_<teacher_mode>
+tag=""                  # experiment name (exp/<tag>); empty: usad2_<student>_<teacher_mode>[_<distill config name>]
 datadir=data            # Kaldi data dirs of stage 1
 dumpdir=dump            # formatted audio (stage 2-3) and teacher targets (stage 4)
 expdir=exp              # experiments (stages 5-9)
@@ -101,10 +101,14 @@ fi
 if [ ! -x "${python}" ] && ! command -v "${python}" > /dev/null; then
     die "--python: '${python}' not found (run tools/setup.sh or pass --python)"
 fi
-tag=${tag:-usad2_${student}_${teacher_mode}}
 if [ -z "${distill_config}" ] && [ -f "conf/distill_${demo_size}.yaml" ]; then
     distill_config="conf/distill_${demo_size}.yaml"
 fi
+# ESPnet habit: the tag names the student and the config, so runs of different sizes or configs
+# never share an experiment dir (a tiny run followed by a default one would otherwise collide)
+_config_name=""
+[ -z "${distill_config}" ] || _config_name="_$(basename "${distill_config}" .yaml)"
+tag=${tag:-usad2_${student}_${teacher_mode}${_config_name}}
 if [ -z "${plus_config}" ] && [ -f "conf/plus_${demo_size}.yaml" ]; then
     plus_config="conf/plus_${demo_size}.yaml"
 fi
