@@ -233,6 +233,8 @@ def test_recipe_defaults_run_both_stages(recorded_recipe):
     s1, s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"]
     assert "--omega" not in s1 and _val(s1, "--teachers") == "speech_embedding,yamnet,basic_pitch"
     assert _val(s2, "--init") == "exp/usad2_mini_offline_distill_default" and _val(s2, "--out_dir") == "exp/usad2_mini_offline_distill_default_plus"
+    # the demo recipe keeps the stage-1 teachers in stage 2 (its stand-in stage-2 teachers are weak)
+    assert _val(s2, "--teachers") == _val(s1, "--teachers") and _val(s2, "--drop_stage1") == "false"
     e1, e2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.export"]
     assert _val(e1, "--out") == "exp/usad2_mini_offline_distill_default/export/model.pt"
     assert _val(e2, "--checkpoint") == "exp/usad2_mini_offline_distill_default_plus/checkpoints/last.pt"
@@ -253,7 +255,7 @@ def test_recipe_plus_keep_stage1(recorded_recipe):
     s1, s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"]
     assert _val(s2, "--teachers") == _val(s1, "--teachers") and _val(s2, "--drop_stage1") == "false"
     assert _val(s2, "--stage2_teachers") == "resemblyzer,yamnet"
-    r, verbs, lines = _recipe(recorded_recipe)
+    r, verbs, lines = _recipe(recorded_recipe, "--plus_keep_stage1", "false")  # the paper's stage 2
     s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"][1]
     assert "--drop_stage1" not in s2 and "--teachers" not in s2
     r, _, lines = _recipe(recorded_recipe, "--plus_keep_stage1", "yes")
