@@ -138,13 +138,11 @@ def probability_to_logit(p, eps=1e-4):
 class LogitTargets:
     """Re-expresses the probability layers of a target provider as log-odds.
 
-    Why (measured on the demo corpus, egs/multidomain/RESULTS.md): basic-pitch's note, onset and
-    contour posteriors are sparse, almost every value near 0 with rare spikes near 1. Standardised
-    and fitted with the frame loss's L1 term, whose optimum is the conditional MEDIAN, such a
-    dimension is best predicted as "off" everywhere, so the student learns next to nothing of
-    which notes sound, and with it of pitch and harmony. Log-odds are dense: an off note at
-    p = 1e-3 and one at 0.2 differ by 5.5 instead of 0.2, so every frame tells the student how
-    close each note is to being on.
+    Why it exists: basic-pitch's note, onset and contour posteriors are sparse (almost every value
+    near 0.1, rare spikes near 1), and standardised with the frame loss's L1 term (optimum: the
+    conditional median) they teach the student to predict "off". Log-odds make them dense. It was
+    measured and helps little (egs/multidomain/RESULTS.md section 2: basic-pitch fidelity 0.04-0.09
+    -> 0.05-0.17); `--probability_targets mse` (DistillTask) is the mode that does transfer them.
 
     `layers` {teacher name: [positions in that teacher's layer list to transform]}; providers
     answer {name: ([tensors], lengths)} (`OnlineTargets`, `OfflineTargets`). Padding frames are
