@@ -2,11 +2,30 @@
 
 Everything a stage writes goes to a temporary sibling first and is renamed into place, so a
 crash, kill -9 or full disk never leaves a half-written file under the final name.
+
+Permissions: `tempfile.mkstemp` / `mkdtemp` create 0600 / 0700 whatever the umask, which would
+make every export or data dir private to the user (or container UID) that wrote it. The
+temporary file and directory are therefore given the mode a plain `open()` / `os.makedirs()`
+would give: 0666 / 0777 minus the process umask (0644 / 0755 under the usual umask 022).
 """
 import contextlib
 import os
 import shutil
 import tempfile
+
+
+def current_umask():
+    """The process umask, read without changing it where Linux exposes it (/proc/self/status)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: the classic set-and-restore
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(path):
@@ -33,6 +52,7 @@ def atomic_write(path, mode="w", encoding="utf-8"):
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 ignores the umask
         binary = "b" in mode
         with os.fdopen(fd, mode, **({} if binary else {"encoding": encoding})) as f:
             yield f
@@ -109,6 +129,7 @@ def atomic_dir(path):
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
     try:
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 ignores the umask
         yield tmp
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
