@@ -65,7 +65,10 @@ def load_voice_encoder(path):
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         state = checkpoint["model_state"]
     except Exception as e:  # unpickling errors have many types
-        raise TeacherError(f"resemblyzer checkpoint {path}: cannot load: {e}") from None
+        from usad2.teachers.families.common import load_failure
+
+        raise TeacherError(f"resemblyzer checkpoint {path}: cannot load ({load_failure(e)}); it is read with "
+                           f"torch.load(weights_only=True)") from None
     model = VoiceEncoder()
     wanted = set(model.state_dict())
     missing = sorted(wanted - set(state))

@@ -38,7 +38,7 @@ from torch.nn import functional as F
 
 from usad2.errors import TeacherError
 from usad2.teachers.base import Teacher, register_family
-from usad2.teachers.families.common import freeze, load_strict, pad_stack, resolve_checkpoint
+from usad2.teachers.families.common import freeze, load_failure, load_strict, pad_stack, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,8 @@ def read_lightning_checkpoint(path):
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling errors come in many types
-        raise TeacherError(f"{path}: cannot be read with torch.load(weights_only=True): {e}. If you trust the file, "
+        raise TeacherError(f"{path}: cannot be read with torch.load(weights_only=True) ({load_failure(e)}). "
+                           f"If you trust the file, "
                            f"re-save only its 'state_dict' entry and point the card to that file") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise TeacherError(f"{path}: not a Lightning checkpoint (no 'state_dict' dict)")

@@ -3,6 +3,7 @@
 One job: turn a local checkpoint path into verified tensors and frozen modules, so each family
 module only holds its architecture-specific mapping and forward pass. Nothing here downloads.
 """
+import argparse
 import json
 import os
 
@@ -34,6 +35,68 @@ def resolve_checkpoint(card, checkpoint=None, cache=None):
     return checkpoint
 
 
+TRUST_ENV = "USAD2_TRUSTED_CHECKPOINTS"
+
+
+def trusted_checkpoints():
+    """The real paths listed in $USAD2_TRUSTED_CHECKPOINTS (separated by os.pathsep)."""
+    value = os.environ.get(TRUST_ENV, "")
+    return {os.path.realpath(os.path.expanduser(p)) for p in value.split(os.pathsep) if p.strip()}
+
+
+def is_trusted(path):
+    """True when `path` (or a directory above it) is listed in $USAD2_TRUSTED_CHECKPOINTS."""
+    real = os.path.realpath(os.fspath(path))
+    for entry in trusted_checkpoints():
+        if real == entry or real.startswith(entry.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
+def prove_weights_only(path, origin, allow=(argparse.Namespace,)):
+    """Refuse `path` unless it loads with torch.load(weights_only=True), or the user trusts it.
+
+    For loaders we do not own (s3prl's call torch.load(weights_only=False)): before such a
+    loader sees a file, the file is read once with the restricted unpickler, which accepts only
+    tensors, plain containers and the classes in `allow` (argparse.Namespace, as old s3prl and
+    fairseq checkpoints hold their arguments in one). A file that passes holds no other global
+    the full unpickler could call, so handing it on runs no code. A file that does not pass
+    (or a directory, which cannot be proven file by file) raises TeacherError naming `origin`,
+    the file and the refused global, unless its path is listed in $USAD2_TRUSTED_CHECKPOINTS.
+    """
+    path = os.fspath(path)
+    if is_trusted(path):
+        return
+    hint = (f"if you trust this file, list it in ${TRUST_ENV} (paths separated by '{os.pathsep}') "
+            f"to let the third-party loader unpickle it fully")
+    if os.path.isdir(path):
+        raise TeacherError(f"{origin}: {path} is a directory handed to a third-party loader that unpickles "
+                           f"without restriction; usad2 cannot prove it safe: {hint}")
+    try:
+        with torch.serialization.safe_globals(list(allow)):
+            torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError names the refused global; zip/EOF errors for broken files
+        raise TeacherError(f"{origin}: {path} does not load with torch.load(weights_only=True) "
+                           f"({load_failure(e)}); refused because its loader would unpickle it "
+                           f"without restriction, which can run code: {hint}") from None
+
+
+def load_failure(error):
+    """One line saying why torch.load failed: the refused global of a weights-only load
+    (torch's own message spans lines and suggests weights_only=False), else the first line."""
+    cause = error
+    while cause is not None and "GLOBAL" not in str(cause):  # wrapped by a third-party loader
+        cause = cause.__cause__ or cause.__context__
+    error = cause or error
+    text = str(error).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    refused = [line for line in lines if "GLOBAL" in line or "Unsupported operand" in line]
+    line = refused[0] if refused else (lines[0] if lines else "")
+    if not refused and "weights_only" in line and len(lines) > 1:
+        line = lines[1]
+    return f"{type(error).__name__}: {line[:300]}" if line else type(error).__name__
+
+
 def read_json(path):
     """A JSON file as a dict; TeacherError naming the file when it is missing or malformed."""
     try:
@@ -57,7 +120,8 @@ def read_tensors(path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle/zip errors of many kinds
-        raise TeacherError(f"{path}: cannot be loaded with weights_only=True: {e}") from None
+        raise TeacherError(f"{path}: cannot be loaded with weights_only=True ({load_failure(e)}); only tensors "
+                           f"and plain containers are read, nothing else is unpickled") from None
 
 
 def read_hf_weights(model_dir):

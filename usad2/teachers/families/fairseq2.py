@@ -124,7 +124,8 @@ class _Fairseq2Teacher(Teacher):
             model = self._hub().load_custom_model(
                 Path(path), self.config, device=torch.device(device), restrict=True, progress=False)
         except Exception as e:  # fairseq2's ModelCheckpointError and friends
-            raise TeacherError(f"{path}: fairseq2 cannot load it as {self.family} {self.encoder_config}: {e}") from None
+            raise TeacherError(f"{path}: fairseq2 cannot load it as {self.family} {self.encoder_config} "
+                               f"(read with weights_only=True): {common.load_failure(e)}") from None
         self.model = common.freeze(model)
         enc = self.encoder_config
         if enc.num_encoder_layers != card.num_layers or enc.model_dim != card.width:

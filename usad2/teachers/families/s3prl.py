@@ -4,9 +4,15 @@ Card options: `upstream` (the s3prl `-u` name, e.g. `fbank`, `wavlm_local`, `hub
 default: the card name), `extra_conf` (keyword arguments for the upstream), `normalize`
 (s3prl's per-layer LayerNorm, default false), `max_chunk_seconds` (default 30). The checkpoint
 path (`checkpoint=` or card `source.path`, optional for feature baselines such as `fbank`) is
-passed as the upstream's `ckpt`; s3prl's loaders use torch.load, which in torch >= 2.6 means
-weights_only loading. Nothing is downloaded: names that fetch from a URL fail without a
-local `ckpt`.
+passed as the upstream's `ckpt`. Nothing is downloaded: names that fetch from a URL fail without
+a local `ckpt`.
+
+Trust: several s3prl loaders (`distiller_local`, `tera_local`, `mockingjay_local`, ...) call
+torch.load(weights_only=False), which runs any code pickled in the file. So before s3prl sees a
+checkpoint, and any `extra_conf` value naming an existing file, usad2 reads it once with
+torch.load(weights_only=True), allowing only tensors, plain containers and argparse.Namespace
+(`common.prove_weights_only`); a file that needs any other class is refused with a TeacherError
+unless its path is listed in $USAD2_TRUSTED_CHECKPOINTS (README "Security").
 
 Layers: s3prl returns hidden_states[0..H-1], [0] being the input embedding (e.g. the CNN output)
 when H > 1. Card layer k = hidden_states[k] for k = 1..H-1; a single-output upstream (fbank,
@@ -19,6 +25,7 @@ length is a multiple of the stride, so per-chunk frame counts add up to the whol
 context (and any conv receptive field) stops at chunk borders.
 """
 import fractions
+import os
 
 import torch
 
@@ -34,6 +41,12 @@ def build_upstream(name, ckpt=None, extra_conf=None, normalize=False):
 
     if not hasattr(hub, name):
         raise TeacherError(f"s3prl has no upstream named {name!r}")
+    origin = f"s3prl upstream {name!r}"
+    if ckpt is not None:
+        common.prove_weights_only(ckpt, origin)
+    for key, value in (extra_conf or {}).items():
+        if isinstance(value, str) and value and os.path.exists(os.path.expanduser(value)):
+            common.prove_weights_only(os.path.expanduser(value), f"{origin} extra_conf {key}")
     try:
         upstream = S3PRLUpstream(name, path_or_url=ckpt, extra_conf=extra_conf, normalize=normalize)
     except (AssertionError, FileNotFoundError, KeyError, RuntimeError) as e:
