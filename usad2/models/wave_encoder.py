@@ -8,6 +8,7 @@ from torch import nn
 
 from usad2.audio.frontend import FbankConfig, compute_fbank
 from usad2.models.encoder import EncoderConfig, StudentEncoder
+from usad2.models.inputs import check_model_input, out_of_memory_error
 
 
 class Usad2Model(nn.Module):
@@ -44,6 +45,7 @@ class Usad2Model(nn.Module):
         The fbank runs on the waves' own device (no host round trip for GPU batches).
         """
         device = next(self.parameters()).device
+        wav_lengths = check_model_input(wavs, wav_lengths)  # AudioError: NaN/inf, int samples, bad lengths
         if torch.is_tensor(wavs):
             wavs = wavs.detach().float()
         else:
@@ -54,5 +56,14 @@ class Usad2Model(nn.Module):
         return feats.to(device), feat_lengths.to(device)
 
     def forward(self, wavs, wav_lengths=None):
+        """Whole-input forward (attention memory grows with the square of the length: for long
+        audio use `usad2.hear.load_model`, which runs it in chunks). Running out of memory raises
+        AudioError saying so, not the allocator's error."""
         feats, feat_lengths = self.features(wavs, wav_lengths)
-        return self.encoder(feats, feat_lengths)
+        try:
+            return self.encoder(feats, feat_lengths)
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            err = out_of_memory_error(e, feat_lengths, self.fbank_config.frame_shift_ms)
+            if err is None:
+                raise
+            raise err from None
