@@ -42,13 +42,15 @@ if [ ! -x "${venv}/bin/python" ]; then
     "${python}" -m venv "${venv}"
 fi
 pip_stamp="${venv}/.usad2-pip.done"
-want=$(stamp_of "${tools_dir}/requirements.txt" "${repo_dir}/setup.py")
+want=$(stamp_of "${tools_dir}/requirements.txt" "${tools_dir}/requirements-nodeps.txt" "${repo_dir}/setup.py")
 if [ -f "${pip_stamp}" ] && [ "$(cat "${pip_stamp}")" = "${want}" ]; then
     log "python packages: up to date"
 else
     log "pip: installing the pinned stack (the torch 2.8.0 wheel is large: a few minutes)"
     "${venv}/bin/python" -m pip install -q --upgrade pip
     "${venv}/bin/python" -m pip install -q -r "${tools_dir}/requirements.txt"
+    # HEAR validator and X-ARES: pure-Python clients installed without their declared deps
+    "${venv}/bin/python" -m pip install -q --no-deps --ignore-requires-python -r "${tools_dir}/requirements-nodeps.txt"
     "${venv}/bin/python" -m pip install -q --no-deps --no-build-isolation -e "${repo_dir}"
     echo "${want}" > "${pip_stamp}"
     log "python packages: done"

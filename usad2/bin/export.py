@@ -1,18 +1,27 @@
-"""Write a usad2 export (one self-contained file, heads dropped) from a checkpoint.
+"""Write a usad2 export (one self-contained file, heads dropped) or a Hugging Face model directory.
 
     python -m usad2.bin.export --checkpoint exp/tag/checkpoints/last.pt --out exp/tag/export/model.pt
+    python -m usad2.bin.export --checkpoint exp/tag/export/model.pt --format hf --out exp/tag/export/hf
 
-Accepted inputs: an existing export (re-validated and rewritten), a training checkpoint dict
-with "model_config" and "model" (state dict; heads and other modules are dropped), or a bare
-encoder state dict together with --preset. The output is written atomically; a `.done` stamp
-beside it (fingerprint of the arguments and the input file) makes reruns skip; --force redoes it.
+Accepted inputs: an existing export or Hugging Face directory (re-validated and rewritten), a
+training checkpoint dict with "model_config" and "model" (state dict; heads and other modules are
+dropped; its step, audio hours and teachers are kept as provenance), or a bare encoder state dict
+together with --preset. `--format pt` writes the export file (docs/formats.md#5-export); `--format
+hf` writes a directory that `transformers.AutoModel.from_pretrained(DIR, trust_remote_code=True)`
+loads without usad2 (docs/formats.md#6-hugging-face-model-directory), with a model card
+(README.md) that shows the probe results of --probe_results (default: the experiment's
+probe/results.json when the input lies in <exp>/export/ or <exp>/checkpoints/ and it exists).
+The output is written atomically; a `.done` stamp beside it (fingerprint of the arguments and the
+input) makes reruns skip; --force redoes it.
 """
 import os
 
-from usad2.errors import CheckpointError
+from usad2.errors import CheckpointError, ConfigError
 from usad2.utils.cli import make_parser, run_main, str2bool
 from usad2.utils.log import log_invocation, setup_logging
 from usad2.utils.stamp import clear, fingerprint, is_done, mark_done
+
+FORMATS = ("pt", "hf")
 
 
 def _is_state_dict(obj):
@@ -21,35 +30,65 @@ def _is_state_dict(obj):
     return isinstance(obj, dict) and bool(obj) and all(torch.is_tensor(v) for v in obj.values())
 
 
-def export_model(checkpoint, out, preset=None, force=False, logger=None):
-    """Export `checkpoint` to `out`; returns True when work was done, False when the stamp matched."""
-    from usad2.models.export import (FORMAT, check_export_dict, export_from_checkpoint, read_torch_file,
-                                     save_export, build_model)
+def read_student(checkpoint, preset=None):
+    """(Usad2Model in eval mode, provenance dict) from any accepted input (see the module docstring)."""
+    from usad2.models.export import (FORMAT, build_model, check_export_dict, checkpoint_provenance,
+                                     model_from_checkpoint, read_model_file)
     from usad2.models.presets import get_preset
 
+    where = os.fspath(checkpoint)
+    obj = read_model_file(checkpoint)
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        check_export_dict(obj, where)
+        model = build_model(obj["model_config"], obj["fbank_config"], obj["state_dict"], where)
+        return model, dict(obj.get("extra") or {})
+    if isinstance(obj, dict) and "model_config" in obj and "model" in obj:
+        return model_from_checkpoint(obj, where), checkpoint_provenance(obj)
+    if _is_state_dict(obj):
+        if preset is None:
+            raise CheckpointError(f"{where}: a bare state dict; give --preset to say which model it is")
+        ckpt = {"model_config": get_preset(preset).to_dict(), "model": obj}
+        return model_from_checkpoint(ckpt, where), {}
+    raise CheckpointError(f"{where}: neither a usad2 export, a checkpoint with 'model_config' "
+                          f"and 'model', nor a state dict")
+
+
+def default_probe_results(checkpoint):
+    """<exp>/probe/results.json for an input in <exp>/export/ or <exp>/checkpoints/, when it exists."""
+    parent = os.path.dirname(os.path.abspath(os.fspath(checkpoint)))
+    if os.path.basename(parent) not in ("export", "checkpoints"):
+        return None
+    found = os.path.join(os.path.dirname(parent), "probe", "results.json")
+    return found if os.path.isfile(found) else None
+
+
+def export_model(checkpoint, out, preset=None, force=False, logger=None, fmt="pt", probe_results=None,
+                 probe_name="student"):
+    """Export `checkpoint` to `out`; returns True when work was done, False when the stamp matched."""
+    from usad2.models.export import save_export
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "hf" and probe_results is None:
+        probe_results = default_probe_results(checkpoint)
     out_dir = os.path.dirname(os.path.abspath(out))
-    fp = fingerprint({"stage": "export", "out": os.path.basename(out), "preset": preset}, [checkpoint])
+    args = {"stage": "export", "out": os.path.basename(out), "preset": preset, "format": fmt,
+            "probe_name": probe_name if probe_results else None}
+    fp = fingerprint(args, [checkpoint] + ([probe_results] if probe_results else []))
     if force:
         clear(out_dir)
     elif is_done(out_dir, fp) and os.path.exists(out):
         if logger:
             logger.info("%s is up to date (stamp matches); --force true redoes it", out)
         return False
-    obj = read_torch_file(checkpoint)
-    if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        check_export_dict(obj, checkpoint)
-        model = build_model(obj["model_config"], obj["fbank_config"], obj["state_dict"], checkpoint)
-        save_export(model, out, obj.get("extra"))
-    elif isinstance(obj, dict) and "model_config" in obj and "model" in obj:
-        export_from_checkpoint(checkpoint, out)
-    elif _is_state_dict(obj):
-        if preset is None:
-            raise CheckpointError(f"{checkpoint}: a bare state dict; give --preset to say which model it is")
-        export_from_checkpoint({"model_config": get_preset(preset).to_dict(), "model": obj}, out)
+    model, extra = read_student(checkpoint, preset)
+    if fmt == "hf":
+        from usad2.hf import save_hf_dir
+
+        save_hf_dir(model, out, extra, probe_results, probe_name)
     else:
-        raise CheckpointError(f"{checkpoint}: neither a usad2 export, a checkpoint with 'model_config' "
-                              f"and 'model', nor a state dict")
-    mark_done(out_dir, fp, {"checkpoint": os.fspath(checkpoint), "out": os.fspath(out)})
+        save_export(model, out, extra)
+    mark_done(out_dir, fp, {"checkpoint": os.fspath(checkpoint), "out": os.fspath(out), "format": fmt})
     if logger:
         logger.info("wrote %s", out)
     return True
@@ -57,14 +96,20 @@ def export_model(checkpoint, out, preset=None, force=False, logger=None):
 
 def main(argv=None):
     parser = make_parser(__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="export, training checkpoint or state dict")
-    parser.add_argument("--out", required=True, help="export file to write")
+    parser.add_argument("--checkpoint", required=True, help="export, Hugging Face directory, training checkpoint or state dict")
+    parser.add_argument("--out", required=True, help="export file (--format pt) or directory (--format hf) to write")
+    parser.add_argument("--format", default="pt", choices=FORMATS,
+                        help="pt: one usad2 export file; hf: a Hugging Face model directory")
     parser.add_argument("--preset", default=None, help="model preset, needed only for a bare state dict")
+    parser.add_argument("--probe_results", default=None,
+                        help="probe results.json for the hf model card (default: <exp>/probe/results.json if present)")
+    parser.add_argument("--probe_name", default="student", help="entry of --probe_results to show")
     parser.add_argument("--force", type=str2bool, default=False, help="redo even if the stamp matches")
     args = parser.parse_args(argv)
     logger = setup_logging()
     log_invocation(logger)
-    export_model(args.checkpoint, args.out, args.preset, args.force, logger)
+    export_model(args.checkpoint, args.out, args.preset, args.force, logger, args.format, args.probe_results,
+                 args.probe_name)
     return 0
 
 

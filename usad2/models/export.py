@@ -5,7 +5,13 @@
      "usad2_version": str, "extra": optional dict of plain values}
 
 Only tensors, str, numbers, lists and dicts: it loads with `torch.load(weights_only=True)`.
-Heads and training state never enter an export. Reading is strict: a foreign file, a newer
+Heads and training state never enter an export; an export made from a training checkpoint
+records its provenance in "extra" (`checkpoint_provenance`: training step, audio hours, the
+teachers and their layer pairs) for the Hugging Face model card.
+
+The same dict can live in a Hugging Face model directory (`usad2.hf`, docs/formats.md#6-hugging-face-model-directory);
+`read_model_file` is the one reader of model files: it returns that dict for such a directory
+and the torch object for a file (export, training checkpoint, state dict). Reading is strict: a foreign file, a newer
 format_version, or missing / unexpected / mis-shaped weights raise CheckpointError naming them.
 """
 import logging
@@ -58,6 +64,33 @@ def read_torch_file(path, map_location="cpu"):
                               f"{str(e).splitlines()[0] if str(e) else ''})") from None
 
 
+def read_model_file(path, map_location="cpu"):
+    """Any usad2 model file: a Hugging Face model directory (read as the export dict it holds),
+    else a weights-only torch file (export, training checkpoint or state dict)."""
+    if os.path.isdir(os.fspath(path)):
+        from usad2.hf import read_hf_dir
+
+        return read_hf_dir(path, map_location)
+    return read_torch_file(path, map_location)
+
+
+def model_file_digest(path):
+    """sha256 of a model file, or of a Hugging Face directory's config.json and weights."""
+    import hashlib
+
+    from usad2.utils.stamp import file_digest
+
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        return file_digest(path)
+    from usad2.hf import CONFIG_FILE, WEIGHTS_FILE
+
+    h = hashlib.sha256()
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        h.update(f"{name}:{file_digest(os.path.join(path, name))}\n".encode())
+    return h.hexdigest()
+
+
 def check_export_dict(obj, where):
     """Validate the top level of an export dict; `where` names it in errors."""
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
@@ -106,8 +139,8 @@ def build_model(model_config, fbank_config, state_dict, where):
 
 
 def load_export(path, map_location="cpu"):
-    """Rebuild the Usad2Model of an export file, in eval mode."""
-    obj = read_torch_file(path, map_location)
+    """Rebuild the Usad2Model of an export file or Hugging Face model directory, in eval mode."""
+    obj = read_model_file(path, map_location)
     check_export_dict(obj, os.fspath(path))
     return build_model(obj["model_config"], obj["fbank_config"], obj["state_dict"], os.fspath(path))
 
@@ -149,12 +182,42 @@ def model_from_checkpoint(ckpt, where="checkpoint"):
     return build_model(ckpt["model_config"], fbank, state, where)
 
 
+def checkpoint_provenance(ckpt):
+    """What a training checkpoint says about how its student was made, as plain values.
+
+    {"training": {"step", "audio_hours", "teachers": [{"name", "domain", "frame_rate", "pairs"}],
+    "init"}} with only the fields the checkpoint has; {} for a bare {"model_config", "model"} dict.
+    """
+    if not isinstance(ckpt, dict):
+        return {}
+    training = {}
+    if isinstance(ckpt.get("step"), int):
+        training["step"] = ckpt["step"]
+    if isinstance(ckpt.get("hours"), (int, float)):
+        training["audio_hours"] = float(ckpt["hours"])
+    teachers = []
+    for t in ckpt.get("teachers") or []:
+        if isinstance(t, dict) and "name" in t:
+            teachers.append({"name": str(t["name"]), "domain": str(t.get("domain", "")),
+                             "frame_rate": str(t.get("frame_rate", "")),
+                             "pairs": [[int(s), int(tl)] for s, tl in t.get("pairs", [])]})
+    if teachers:
+        training["teachers"] = teachers
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    if isinstance(config.get("init"), str) and config["init"]:
+        training["init"] = config["init"]
+    return {"training": training} if training else {}
+
+
 def export_from_checkpoint(ckpt, path, extra=None):
-    """Write the export of a training checkpoint (dict, or a path to one); heads dropped. Returns the model."""
+    """Write the export of a training checkpoint (dict, or a path to one); heads dropped. Returns the model.
+
+    The checkpoint's provenance (`checkpoint_provenance`) goes into "extra", under `extra`'s keys.
+    """
     where = "checkpoint"
     if isinstance(ckpt, (str, os.PathLike)):
         where = os.fspath(ckpt)
         ckpt = read_torch_file(ckpt)
     model = model_from_checkpoint(ckpt, where)
-    save_export(model, path, extra)
+    save_export(model, path, {**checkpoint_provenance(ckpt), **(extra or {})})
     return model

@@ -308,22 +308,23 @@ def _to(probed, device):
 
 
 def _read_ckpt(path):
-    from usad2.models.export import read_torch_file
+    """Any model file: export, Hugging Face model directory, training checkpoint (one shared reader)."""
+    from usad2.models.export import read_model_file
 
-    return read_torch_file(path)
+    return read_model_file(path)
 
 
 def _student_file(name, path):
     from usad2.models.export import FORMAT as EXPORT_FORMAT
-    from usad2.models.export import check_export_dict, load_export, model_from_checkpoint
+    from usad2.models.export import build_model, check_export_dict, model_file_digest, model_from_checkpoint
 
     obj = _read_ckpt(path)
     if isinstance(obj, dict) and obj.get("format") == EXPORT_FORMAT:
         check_export_dict(obj, path)
-        model = load_export(path)
+        model = build_model(obj["model_config"], obj["fbank_config"], obj["state_dict"], path)
     else:
         model = model_from_checkpoint(obj, path)
-    return StudentProbe(name, model, {"kind": "student", "sha256": file_digest(path)})
+    return StudentProbe(name, model, {"kind": "student", "sha256": model_file_digest(path)})
 
 
 def _random_student(name, what, seed):

@@ -8,6 +8,14 @@ computed from the export's configuration, not measured: fbank hop (160 samples) 
 encoder's time stride, i.e. 320 at 50 Hz and 640 at 25 Hz. The model is put in eval mode, so
 the output is deterministic; s3prl's runner calls `.train()` only with `-f` (fine-tuning).
 
+Eval mode: `s3prl.nn.S3PRLUpstream` (what ESPnet uses) calls `.train()` on the upstream at the
+end of its constructor, and the student keeps its dropout, so two identical calls then give
+different features. Call `.eval()` on the S3PRLUpstream (or on the expert) before extracting
+frozen features: `S3PRLUpstream("usad2", path_or_url=export).eval()`.
+
+`ckpt` is a usad2 export file, a directory holding exactly one `*.pt` export, or a Hugging Face
+model directory written by `python -m usad2.bin.export --format hf`.
+
 Optional `model_config` YAML (`-g`):
 
     layers: [0, 4, 8, 12]   # indices into [frontend, layer 1, ..., layer L]; negatives count
@@ -64,11 +72,15 @@ def resolve_layers(layers, num_states, source="model_config"):
 
 
 def find_export(ckpt):
-    """`ckpt` may be the export file or a directory holding exactly one `*.pt` export."""
+    """`ckpt` may be the export file, a Hugging Face model directory, or a directory holding exactly one `*.pt` export."""
     if ckpt is None:
         raise CheckpointError("the usad2 upstream needs a local export: pass -k <export.pt> "
                               "(s3prl) or path_or_url=<export.pt> (S3PRLUpstream)")
     ckpt = os.fspath(ckpt)
+    from usad2.hf import is_hf_dir
+
+    if is_hf_dir(ckpt):
+        return ckpt
     if os.path.isdir(ckpt):
         found = sorted(n for n in os.listdir(ckpt) if n.endswith(".pt"))
         if len(found) != 1:
