@@ -41,7 +41,8 @@ def argv(corpus, out, steps, *extra, dev=True):
     args = ["--train_data", corpus["train"], "--teachers", TEACHERS, "--teacher_cards", corpus["cards"],
             "--plugins", "test_distill_task", "--out", str(out), "--max_steps", str(steps),
             "--warmup_steps", "5", "--lr", "2e-3", "--batch_seconds", "4", "--crop_seconds", "1.0",
-            "--save_every", "4", "--dev_every", "1000", "--dropout", "0", "--log_every", "1000"]
+            "--save_every", "4", "--dev_every", "1000", "--dropout", "0", "--log_every", "1000",
+            "--precision", "fp32"]  # exact-number tests; bf16 is tested by name below
     return args + (["--dev_data", corpus["dev"]] if dev else []) + list(extra)
 
 
@@ -147,12 +148,13 @@ def _run_killed(args, kill_after):
     return len(losses(out))
 
 
-def test_kill9_then_rerun_continues_the_loss_sequence_exactly(corpus, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_kill9_then_rerun_continues_the_loss_sequence_exactly(corpus, tmp_path, precision):
     steps = 14
     ref = str(tmp_path / "ref")
-    main(argv(corpus, ref, steps, "--save_every", "3", dev=False))
+    main(argv(corpus, ref, steps, "--save_every", "3", "--precision", precision, dev=False))
     killed = str(tmp_path / "killed")
-    args = argv(corpus, killed, steps, "--save_every", "3", dev=False)
+    args = argv(corpus, killed, steps, "--save_every", "3", "--precision", precision, dev=False)
     seen = _run_killed(args, random.Random().randint(4, 11))
     assert seen < steps
     for name in os.listdir(os.path.join(killed, "checkpoints")):  # whatever exists is complete

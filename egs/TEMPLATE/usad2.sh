@@ -54,6 +54,7 @@ plus_keep_stage1=false  # true: stage 6 keeps distilling the stage-1 teachers be
 omega=""                # domain weight ω of stages 5 and 6 (empty: the verb's default, 10; 1 = uniform)
 drop_teachers=""        # teacher cards removed from --teachers, comma-separated (ablation, e.g. basic_pitch)
 export_checkpoint=last.pt  # checkpoint (under <exp>/checkpoints/) that stage 7 exports
+precision=auto          # training compute precision of stages 5 and 6: fp32, bf16 (autocast) or auto (bf16 where the CPU/GPU has bf16 matrix units)
 distill_args=""         # extra options for stage 5 and 6 (e.g. "--max_steps 100")
 probe_args=""           # extra options for stage 8
 s3prl_probe=false       # true: stage 8 also runs s3prl's runner (-u usad2) on a demo classification task
@@ -82,6 +83,7 @@ done
 case "${demo_size}" in tiny|default|large) ;; *) die "--demo_size: tiny, default or large, got '${demo_size}'" ;; esac
 case "${teacher_mode}" in offline|online) ;; *) die "--teacher_mode: offline or online, got '${teacher_mode}'" ;; esac
 case "${stage2_init}" in stage1|scratch) ;; *) die "--stage2_init: stage1 or scratch, got '${stage2_init}'" ;; esac
+case "${precision}" in fp32|bf16|auto) ;; *) die "--precision: fp32, bf16 or auto, got '${precision}'" ;; esac
 for _b in skip_stage2 s3prl_probe plus_keep_stage1; do
     case "${!_b}" in true|false) ;; *) die "--${_b}: true or false, got '${!_b}'" ;; esac
 done
@@ -227,7 +229,7 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     "${train_launcher[@]}" "${expdir}/${tag}/train.log" "${train_prefix[@]}" usad2.bin.distill \
         "${_o[@]+"${_o[@]}"}" --student "${student}" --teacher_mode "${teacher_mode}" \
         --train_dir "${dumpdir}/raw/${train_set}_mix" --dev_dir "${dumpdir}/raw/${dev_set}" \
-        --targets_dir "${dumpdir}/targets" --out_dir "${expdir}/${tag}" \
+        --targets_dir "${dumpdir}/targets" --out_dir "${expdir}/${tag}" --precision "${precision}" \
         "${distill_extra[@]+"${distill_extra[@]}"}"
 fi
 
@@ -246,7 +248,7 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
         "${train_launcher[@]}" "${plus_dir}/train.log" "${train_prefix[@]}" usad2.bin.distill \
             "${_o[@]+"${_o[@]}"}" "${_init[@]}" "${_keep[@]+"${_keep[@]}"}" --teacher_mode "${teacher_mode}" \
             --train_dir "${dumpdir}/raw/${train_set}_mix" --dev_dir "${dumpdir}/raw/${dev_set}" \
-            --targets_dir "${dumpdir}/targets" --out_dir "${plus_dir}" \
+            --targets_dir "${dumpdir}/targets" --out_dir "${plus_dir}" --precision "${precision}" \
             "${distill_extra[@]+"${distill_extra[@]}"}"
     fi
 fi

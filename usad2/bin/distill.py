@@ -24,6 +24,7 @@ from usad2.errors import ConfigError
 from usad2.utils.atomic import atomic_write_text
 from usad2.utils.cli import make_parser, run_main, str2bool
 from usad2.utils.log import log_invocation, setup_logging
+from usad2.utils.precision import PRECISIONS
 
 
 def _names(text):
@@ -70,7 +71,9 @@ def build_parser():
     a("--dev_every", type=int, default=500, help="dev loss every N steps (and at the end)")
     a("--log_every", type=int, default=10, help="text-log every N steps (metrics.jsonl gets every step)")
     a("--seed", type=int, default=0, help="random seed")
-    a("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16 autocast for the student")
+    a("--precision", default="auto", choices=list(PRECISIONS),
+      help="bf16 = autocast of the student and heads (weights, optimizer, fbank, loss stay fp32); auto = bf16 "
+      "on a CUDA device or a CPU with bf16 matrix instructions (avx512_bf16 / amx_bf16), else fp32")
     a("--fsdp", type=str2bool, default=False, help="shard the student with FSDP instead of DDP")
     a("--target_norm", default="standardize", choices=["none", "standardize"],
       help="per-dimension target standardisation (default chosen by measurement: usad2.distill.task)")

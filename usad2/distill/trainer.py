@@ -56,6 +56,7 @@ from usad2.models.wave_encoder import Usad2Model
 from usad2.teachers.registry import build_teacher, load_card
 from usad2.utils import dist
 from usad2.utils.atomic import atomic_torch_save
+from usad2.utils.precision import autocast, resolve_precision
 
 logger = logging.getLogger("usad2")
 CKPT_FORMAT = "usad2-train-checkpoint"
@@ -276,6 +277,8 @@ class Trainer:
         import_plugins(cfg.get("plugins"))
         self.step, self.dev_history, self.best = 0, [], None
         self.hours, self.flops = 0.0, 0.0
+        self.precision = resolve_precision(cfg.get("precision", "fp32"), device)
+        logger.info("precision: %s (asked: %s)", self.precision, cfg.get("precision", "fp32"))
         if dist_env.is_main:
             remove_stale_temporaries(self.ckpt_dir)
         resume = list_checkpoints(self.ckpt_dir)
@@ -461,11 +464,7 @@ class Trainer:
 
     # -- one step
     def _autocast(self):
-        if self.cfg["precision"] == "bf16":
-            return torch.autocast(device_type=torch.device(self.device).type, dtype=torch.bfloat16)
-        if self.cfg["precision"] != "fp32":
-            raise ConfigError(f"--precision must be fp32 or bf16, got {self.cfg['precision']!r}")
-        return contextlib.nullcontext()
+        return autocast(self.precision, self.device)
 
     def _micro_step(self, sync):
         batch = next(self.train_iter)

@@ -42,7 +42,8 @@ class Usad2Model(nn.Module):
     def features(self, wavs, wav_lengths=None):
         """The fbank front end: (feats (B, T, bins), feat_lengths (B,)) on the model's device.
 
-        The fbank runs on the waves' own device (no host round trip for GPU batches).
+        The fbank runs on the waves' own device (no host round trip for GPU batches) and in fp32
+        even inside a bf16 autocast region: log-mel energies span a range bf16 would round coarsely.
         """
         device = next(self.parameters()).device
         wav_lengths = check_model_input(wavs, wav_lengths)  # AudioError: NaN/inf, int samples, bad lengths
@@ -52,7 +53,9 @@ class Usad2Model(nn.Module):
             wavs = [w.detach().float() for w in wavs]
         if wav_lengths is not None:
             wav_lengths = torch.as_tensor(wav_lengths).cpu()
-        feats, feat_lengths = compute_fbank(wavs, wav_lengths, self.fbank_config)
+        first = wavs if torch.is_tensor(wavs) else wavs[0]
+        with torch.autocast(device_type=first.device.type, enabled=False):  # the fbank stays fp32
+            feats, feat_lengths = compute_fbank(wavs, wav_lengths, self.fbank_config)
         return feats.to(device), feat_lengths.to(device)
 
     def forward(self, wavs, wav_lengths=None):
