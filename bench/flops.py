@@ -1,4 +1,8 @@
-"""Model FLOP utilisation of the usad2 `small` training step vs the fp32 GEMM peak of this run.
+"""Model FLOP utilisation of the usad2 `small` training step vs the GEMM peak of this run.
+
+The step runs at distill's default precision (`auto`: bf16 autocast where the CPU has bf16
+matrix instructions) and is compared with the GEMM peak at that precision; the fp32 step against
+the fp32 peak is reported as INFO.
 
 FLOPs of one step (forward + backward; the AdamW update is negligible and not counted) come
 from `torch.utils.flop_counter.FlopCounterMode`, with two corrections:
@@ -7,7 +11,7 @@ from `torch.utils.flop_counter.FlopCounterMode`, with two corrections:
 - torch 2.8's convolution_backward formula ignores `groups` in the weight gradient, which
   over-counts the grouped positional convolutions by 16x; a corrected formula replaces it.
 Achieved rate = counted FLOPs / median step time (timed without the counter, default backend).
-Peak = fp32 `torch.matmul` of two 2048 x 2048 matrices, same thread count: best of 3 calls
+Peak = `torch.matmul` of two 2048 x 2048 matrices (fp32, or bf16 operands), same thread count: best of 3 calls
 between every two timed steps, median over those (a shared machine's load then hits both alike).
 """
 import statistics
@@ -17,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from bench.common import Result, best_of, interleaved
 from bench.train_step import Usad2Step
+from usad2.utils.precision import resolve_precision
 
 GEMM_N = 2048
 
@@ -49,23 +54,35 @@ def count_step_flops(step):
     return counter.get_total_flops()
 
 
-def gemm_peak(repeats=5):
-    """fp32 GEMM FLOP/s of this process (best of `repeats`)."""
-    a, b = torch.randn(GEMM_N, GEMM_N), torch.randn(GEMM_N, GEMM_N)
+def gemm_peak(repeats=5, dtype=torch.float32):
+    """GEMM FLOP/s of this process at `dtype` (best of `repeats`)."""
+    a, b = torch.randn(GEMM_N, GEMM_N, dtype=dtype), torch.randn(GEMM_N, GEMM_N, dtype=dtype)
     seconds = best_of(lambda: torch.matmul(a, b), repeats)
     return 2 * GEMM_N ** 3 / seconds
 
 
-def run(quick=False):
+def mfu(precision, batch, seconds, repeats):
+    """(FLOPs per step, median step seconds, median GEMM peak) of the `small` step at `precision`."""
     from usad2.models.presets import get_preset
 
-    batch, seconds, repeats = (2, 4.0, 2) if quick else (4, 10.0, 3)
-    step = Usad2Step(get_preset("small"), batch, seconds)
+    step = Usad2Step(get_preset("small"), batch, seconds, precision=precision)
     flops = count_step_flops(step)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     peaks = []
-    times = interleaved({"step": step, "gemm": lambda: peaks.append(gemm_peak(3))}, repeats)
-    peak = statistics.median(peaks)  # each a best-of-3 taken between steps: same load as the steps
-    rate = flops / times["step"]
-    return [Result("mfu small_train_step/gemm_peak", 100 * rate / peak, 40.0, unit="%",
-                   note=f"{flops / 1e9:.0f} GFLOP/step in {times['step']:.2f} s = {rate / 1e9:.1f} GFLOP/s; "
-                        f"fp32 GEMM peak {peak / 1e9:.1f} GFLOP/s (batch {batch} x {seconds:g} s, 1 thread)")]
+    times = interleaved({"step": step, "gemm": lambda: peaks.append(gemm_peak(3, dtype))}, repeats)
+    return flops, times["step"], statistics.median(peaks)  # peaks taken between steps: same load
+
+
+def run(quick=False):
+    batch, seconds, repeats = (2, 4.0, 2) if quick else (4, 10.0, 3)
+    precision = resolve_precision("auto")
+    shape = f"batch {batch} x {seconds:g} s, 1 thread"
+    results = []
+    for prec in dict.fromkeys([precision, "fp32"]):
+        flops, step, peak = mfu(prec, batch, seconds, repeats)
+        rate = flops / step
+        results.append(Result(f"mfu small_train_step/gemm_peak {prec}", 100 * rate / peak,
+                              40.0 if prec == precision else None, unit="%",
+                              note=f"{flops / 1e9:.0f} GFLOP/step in {step:.2f} s = {rate / 1e9:.1f} GFLOP/s; "
+                                   f"{prec} GEMM peak {peak / 1e9:.1f} GFLOP/s ({shape})"))
+    return results

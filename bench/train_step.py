@@ -10,7 +10,10 @@ included), three prediction heads against precomputed 768-d targets at the model
   4/8/12), randomly initialised (no checkpoint needed to time it).
 - usad2 at the same width/depth: preset small with d_model 768, 2 layers, 12 heads, 50 Hz,
   three heads (`usad2.models.heads`) all on the last layer, as DistilHuBERT does.
-- usad2 `small` (12 x 384, heads on layers 4/8/12) is reported too.
+- usad2 `small` (12 x 384, heads on layers 4/8/12) and `mini` (the demo student) are reported too.
+Precision: the usad2 students run at distill's default (`auto`: bf16 autocast on a CPU with bf16
+matrix instructions, usad2.utils.precision); DistilHuBERT runs both at its own default (fp32) and
+under the same autocast, and the target compares with the faster of the two. The loss stays fp32.
 Throughput = seconds of audio in the batch / median step time.
 """
 import contextlib
@@ -20,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import Result, interleaved
+from usad2.utils.precision import autocast, resolve_precision
 
 SR = 16000
 TEACHER_DIM = 768
@@ -49,7 +53,7 @@ def distill_loss(pred, target, mask):
 class DistilHubertStep:
     """One DistilHuBERT training step on (B, N) waves with random 3-layer targets."""
 
-    def __init__(self, batch, seconds, seed=0):
+    def __init__(self, batch, seconds, seed=0, precision="fp32"):
         from s3prl.upstream.distiller.model import DistillerConfig, DistillerModel
 
         torch.manual_seed(seed)
@@ -64,10 +68,12 @@ class DistilHubertStep:
         self.targets = torch.randn_like(pred)  # (B, 3, T, 768)
         self.mask = pad_mask.float().unsqueeze(1).expand(-1, 3, -1)
         self.audio_seconds = batch * seconds
+        self.precision = precision
 
     def __call__(self):
-        _, _, pred, _ = self.model(self.wave, self.pad)
-        loss = distill_loss(pred, self.targets, self.mask)
+        with autocast(self.precision):
+            _, _, pred, _ = self.model(self.wave, self.pad)
+        loss = distill_loss(pred.float(), self.targets, self.mask)
         loss.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
@@ -80,7 +86,7 @@ class DistilHubertStep:
 class Usad2Step:
     """One usad2 distillation step: Usad2Model (fbank + encoder) + build_heads, random targets."""
 
-    def __init__(self, config, batch, seconds, num_heads=3, seed=0):
+    def __init__(self, config, batch, seconds, num_heads=3, seed=0, precision="fp32"):
         from usad2.distill.mapping import student_layers
         from usad2.models.heads import build_heads
         from usad2.models.wave_encoder import Usad2Model
@@ -102,12 +108,15 @@ class Usad2Step:
         self.targets = [torch.randn(batch, t, TEACHER_DIM) for _ in range(num_heads)]
         self.mask = (torch.arange(t).unsqueeze(0) < out.lengths.unsqueeze(1)).float()
         self.audio_seconds = batch * seconds
+        self.precision = precision
 
     def __call__(self):
-        out = self.model(self.wave, self.lengths)
+        with autocast(self.precision):
+            out = self.model(self.wave, self.lengths)
+            preds = [head(out.hidden_states[layer]) for head, layer in zip(self.heads.values(), self.layers)]
         loss = 0.0
-        for head, layer, target in zip(self.heads.values(), self.layers, self.targets):
-            loss = loss + distill_loss(head(out.hidden_states[layer]), target, self.mask)
+        for pred, target in zip(preds, self.targets):
+            loss = loss + distill_loss(pred.float(), target, self.mask)
         loss.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
@@ -128,17 +137,31 @@ def run(quick=False):
     from usad2.models.presets import get_preset
 
     batch, seconds, repeats = (2, 4.0, 2) if quick else (4, 10.0, 3)
-    steps = {"distilhubert": DistilHubertStep(batch, seconds),
-             "usad2_2x768": Usad2Step(same_shape_config(), batch, seconds),
-             "usad2_small": Usad2Step(get_preset("small"), batch, seconds)}
+    precision = resolve_precision("auto")  # what distill runs at by default on this machine
+    steps = {"distilhubert_fp32": DistilHubertStep(batch, seconds),
+             "distilhubert_bf16": DistilHubertStep(batch, seconds, precision="bf16"),
+             "usad2_2x768": Usad2Step(same_shape_config(), batch, seconds, precision=precision),
+             "usad2_2x768_fp32": Usad2Step(same_shape_config(), batch, seconds),
+             "usad2_small": Usad2Step(get_preset("small"), batch, seconds, precision=precision),
+             "mini": Usad2Step(get_preset("mini"), batch, seconds, precision=precision),
+             "mini_fp32": Usad2Step(get_preset("mini"), batch, seconds)}
     times = interleaved(steps, repeats)
     speed = {k: steps[k].audio_seconds / t for k, t in times.items()}
     shape = f"batch {batch} x {seconds:g} s, 1 thread"
     params = {k: steps[k].num_parameters() / 1e6 for k in steps}
+    best_dh = max(("distilhubert_fp32", "distilhubert_bf16"), key=speed.get)
     return [
-        Result("train_step usad2_2x768/distilhubert", speed["usad2_2x768"] / speed["distilhubert"], 3.0,
-               note=f"{speed['usad2_2x768']:.1f} vs {speed['distilhubert']:.1f} audio s/s "
-                    f"({params['usad2_2x768']:.1f}M vs {params['distilhubert']:.1f}M params; {shape})"),
-        Result("train_step usad2_small/distilhubert", speed["usad2_small"] / speed["distilhubert"],
+        Result(f"train_step usad2_2x768/distilhubert ({precision})", speed["usad2_2x768"] / speed[best_dh], 3.0,
+               note=f"{speed['usad2_2x768']:.1f} vs {speed[best_dh]:.1f} audio s/s, DistilHuBERT at its best "
+                    f"precision ({best_dh.split('_')[1]}; fp32 {speed['distilhubert_fp32']:.1f}, bf16 autocast "
+                    f"{speed['distilhubert_bf16']:.1f}) ({params['usad2_2x768']:.1f}M vs "
+                    f"{params['distilhubert_fp32']:.1f}M params; {shape})"),
+        Result("train_step usad2_2x768/distilhubert fp32", speed["usad2_2x768_fp32"] / speed["distilhubert_fp32"],
+               note=f"{speed['usad2_2x768_fp32']:.1f} vs {speed['distilhubert_fp32']:.1f} audio s/s, both fp32"),
+        Result(f"train_step mini {precision}/fp32", speed["mini"] / speed["mini_fp32"],
+               1.6 if precision == "bf16" else None,
+               note=f"{speed['mini']:.1f} vs {speed['mini_fp32']:.1f} audio s/s, {params['mini']:.1f}M params "
+                    f"({shape})"),
+        Result(f"train_step usad2_small/distilhubert ({precision})", speed["usad2_small"] / speed[best_dh],
                note=f"{speed['usad2_small']:.1f} audio s/s, {params['usad2_small']:.1f}M params ({shape})"),
     ]
