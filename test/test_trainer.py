@@ -286,3 +286,17 @@ def test_bf16_autocast_and_grad_accum_on_cpu(corpus, tmp_path):
     assert sorted(rows) == [1, 2, 3] and all(0 < r["loss"] < 50 for r in rows.values())
     # two micro-batches of 4 s per step
     assert rows[3]["audio_hours"] == pytest.approx(3 * 2 * 4 / 3600, rel=0.05)
+
+
+def test_param_groups_scale_the_heads_learning_rate_only():
+    model = torch.nn.Module()
+    model.student = torch.nn.Linear(4, 3)
+    model.heads = torch.nn.ModuleDict({"t:L1": torch.nn.Linear(3, 2)})
+    two = T.param_groups(model, 1e-3, 0.01)
+    assert [(len(g["params"]), g["lr"], g["weight_decay"]) for g in two] == [(2, 1e-3, 0.01), (2, 1e-3, 0.0)]
+    wrapped = torch.nn.Module()
+    wrapped.module = model  # DDP's parameter names: "module.heads...."
+    four = T.param_groups(wrapped, 1e-3, 0.01, head_lr_scale=5.0)
+    assert [(g["params"][0].shape, g["lr"], g["weight_decay"]) for g in four] == [
+        (torch.Size([3, 4]), 1e-3, 0.01), (torch.Size([3]), 1e-3, 0.0),
+        (torch.Size([2, 3]), pytest.approx(5e-3), 0.01), (torch.Size([2]), pytest.approx(5e-3), 0.0)]

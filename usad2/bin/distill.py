@@ -59,6 +59,8 @@ def build_parser():
     a("--min_lr_ratio", type=float, default=0.0, help="final LR as a fraction of the peak")
     a("--lr", type=float, default=8e-4, help="peak learning rate (paper: 8e-4 small .. 1.5e-3 large)")
     a("--weight_decay", type=float, default=0.01, help="AdamW weight decay (matrices only)")
+    a("--head_lr_scale", type=float, default=1.0,
+      help="learning rate of the prediction heads as a multiple of --lr (1 = the paper: one rate)")
     a("--batch_seconds", type=float, default=80.0, help="seconds of audio per global batch (all ranks)")
     a("--crop_seconds", type=float, default=10.0, help="random crop length")
     a("--use_weights", type=str2bool, default=True, help="sample by utt2weight (domain upsampling)")

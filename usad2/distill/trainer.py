@@ -141,6 +141,22 @@ def clip_gradients(params, max_norm, sharded=False):
 
 
 # ----------------------------------------------------------------------------- model set-up
+def param_groups(model, lr, weight_decay, head_lr_scale=1.0):
+    """AdamW groups: weight decay on matrices only; the prediction heads at lr x head_lr_scale.
+
+    With head_lr_scale 1 there are two groups (decay, no decay), as before the option existed, so
+    older checkpoints resume; otherwise four (student/heads x decay/no decay).
+    """
+    groups = {}
+    for name, p in model.named_parameters():
+        is_head = "heads" in name.split(".")[:2]  # "heads.<key>..." or "module.heads.<key>..." (DDP)
+        key = (is_head and head_lr_scale != 1.0, p.ndim >= 2)
+        groups.setdefault(key, []).append(p)
+    return [{"params": groups[(head, decay)], "weight_decay": weight_decay if decay else 0.0,
+             "lr": lr * (head_lr_scale if head else 1.0)}
+            for head in (False, True) for decay in (True, False) if (head, decay) in groups]
+
+
 def read_init(path):
     """(model config dict, fbank config dict or None, encoder state dict, heads state or None)."""
     obj = read_torch_file(path)
@@ -418,11 +434,8 @@ class Trainer:
 
     def _build_optimizer(self):
         cfg = self.cfg
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            (no_decay if p.ndim < 2 else decay).append(p)
-        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg["weight_decay"]},
-                                            {"params": no_decay, "weight_decay": 0.0}],
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg["lr"], cfg["weight_decay"],
+                                                        cfg.get("head_lr_scale", 1.0)),
                                            lr=cfg["lr"], betas=(0.9, 0.98), eps=1e-6)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(
             s, cfg["warmup_steps"], cfg["max_steps"], cfg["schedule"], cfg["min_lr_ratio"]))
