@@ -1,6 +1,6 @@
 """Compute precision: fp32, bf16 autocast, or `auto` (bf16 where the hardware multiplies it fast).
 
-Method and measurements: docs/architecture.md#precision.
+Conventions: docs/architecture.md#61-precision.
 
 bf16 is an autocast region only: master weights, optimizer state, checkpoints, exports, the fbank
 front end and loss reductions stay fp32, so a model trained at bf16 loads and runs at fp32 and
