@@ -18,15 +18,19 @@ Rules (documented choices; docs/method.md#37-training-data):
   (otherwise they stop the stage with the loader's error). Each dropped id and its reason go to
   the `dropped` file of the output dir, and the log prints counts per reason.
 - File names: `audio/<2 hex digits of the id's sha1>/<id, %-quoted>.wav` (256 sub-folders keep
-  folders small on large corpora; quoting keeps any id a single safe file name).
+  folders small on large corpora; quoting keeps any id a single safe file name). A leading dot is
+  quoted as `%2E` (ids `.` and `..` are legal); a quoted id over 200 characters is cut and ends in
+  `~<sha1 of the id>` so the name stays under the 255-byte limit of file systems.
 - Idempotence: the output dir is built in a temporary folder and renamed whole (atomic_dir), then
   validated with its audio and stamped with a fingerprint of the options and the input data dir's
   files; a matching stamp skips the stage, `force` redoes it.
 """
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
+import io
 import logging
 import math
 import multiprocessing
@@ -87,10 +91,32 @@ class _Task:
     domain: str
 
 
+MAX_NAME_CHARS = 200  # of the quoted id; file systems allow 255 bytes per name
+
+
+def audio_file_name(utt):
+    """A safe file name for any legal id: `<id, %-quoted>.wav` (module docstring).
+
+    Quoting keeps `/` and every non-ASCII character out of the name; a leading dot is quoted too
+    (`%2E`), so ids made of dots (`.`, `..`) are neither special folders nor hidden names without
+    an extension; a quoted id longer than MAX_NAME_CHARS (28 CJK characters quote to 252) is cut
+    and ends in `~<sha1 of the id>`, which keeps names distinct and under the 255-byte limit.
+    """
+    name = urllib.parse.quote(utt, safe="")
+    if name.startswith("."):
+        name = "%2E" + name[1:]
+    if len(name) > MAX_NAME_CHARS:
+        head = name[:MAX_NAME_CHARS - 41]
+        cut = head.rfind("%", len(head) - 2)
+        head = head[:cut] if cut >= 0 else head  # never end inside a %XX escape
+        name = head + "~" + hashlib.sha1(utt.encode("utf-8")).hexdigest()
+    return name + ".wav"
+
+
 def audio_relpath(utt):
     """Path of utterance `utt`'s WAV file inside the output dir (see the module docstring)."""
     bucket = hashlib.sha1(utt.encode("utf-8")).hexdigest()[:2]
-    return os.path.join("audio", bucket, urllib.parse.quote(utt, safe="") + ".wav")
+    return os.path.join("audio", bucket, audio_file_name(utt))
 
 
 def piece_id(utt, start_sample):
@@ -170,9 +196,31 @@ def _convert(task, config, tmp_dir):
             continue
         path = os.path.join(tmp_dir, audio_relpath(out_id))
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        soundfile.write(path, piece, SAMPLE_RATE, subtype=SAMPLE_FORMATS[config.sample_format])
+        write_wav(path, piece, SAMPLE_FORMATS[config.sample_format])
         kept.append((out_id, len(piece)))
     return kept, dropped
+
+
+def write_wav(path, wave, subtype):
+    """Write a 16 kHz WAV: encoded in memory by libsndfile, then written with os.write.
+
+    libsndfile reports a failed write (disk full) as `LibsndfileError: System error.`, which is
+    no OSError; writing the bytes ourselves raises the real OSError (ENOSPC, EFBIG, EDQUOT), which
+    the command line reports as one line, and a partial file is removed.
+    """
+    buf = io.BytesIO()
+    soundfile.write(buf, wave, SAMPLE_RATE, subtype=subtype, format="WAV")
+    data = memoryview(buf.getbuffer())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    os.close(fd)
 
 
 def _worker_init():
