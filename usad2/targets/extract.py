@@ -62,17 +62,24 @@ def extract_shard(items, teacher, layers, shard_dir, fp, dtype="float16", progre
     tmp = shard_dir + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    writer = ShardWriter(tmp, shard_dir, layers, dtype)
-    for utt, loader in tqdm(items, desc=f"{teacher.name} {os.path.basename(shard_dir)}",
-                            disable=not progress, mininterval=5):
-        wave = loader()
-        outputs, frame_lengths = teacher.extract(wave.unsqueeze(0), [wave.shape[0]], layers)
-        n = int(frame_lengths[0])
-        if n <= 0:
-            raise TargetsError(f"{teacher.name}: utterance {utt} gave no frames "
-                               f"({wave.shape[0]} samples): too short for this teacher")
-        writer.write(utt, [o[0, :n].cpu().numpy() for o in outputs])
-    writer.close()
+    writer = None
+    try:
+        writer = ShardWriter(tmp, shard_dir, layers, dtype)
+        for utt, loader in tqdm(items, desc=f"{teacher.name} {os.path.basename(shard_dir)}",
+                                disable=not progress, mininterval=5):
+            wave = loader()
+            outputs, frame_lengths = teacher.extract(wave.unsqueeze(0), [wave.shape[0]], layers)
+            n = int(frame_lengths[0])
+            if n <= 0:
+                raise TargetsError(f"{teacher.name}: utterance {utt} gave no frames "
+                                   f"({wave.shape[0]} samples): too short for this teacher")
+            writer.write(utt, [o[0, :n].cpu().numpy() for o in outputs])
+        writer.close()
+    except BaseException:  # disk full, bad audio, Ctrl-C: a partial shard must not keep filling the disk
+        if writer is not None:
+            writer.abort()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(shard_dir, ignore_errors=True)
     os.replace(tmp, shard_dir)
     stamp.mark_done(shard_dir, fp)

@@ -71,6 +71,14 @@ class ShardWriter:
             self.scp_lines[k].append(f"{utt} {ark_path}:{offset}\n")
         self.num_frames.append(f"{utt} {np.shape(arrays[0])[0]}\n")
 
+    def abort(self):
+        """Close the ark files without writing any scp (the caller removes the temporary dir)."""
+        for fd in self.arks.values():
+            try:
+                fd.close()
+            except OSError:  # the buffered tail cannot be flushed (disk full): nothing to keep
+                pass
+
     def close(self):
         for k, fd in self.arks.items():
             fd.flush()
