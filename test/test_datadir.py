@@ -446,7 +446,7 @@ def test_fix_data_dir_drops_inconsistent_entries(tmp_path, wav):
     assert fixed.segments == {"u3": Segment("r2", 0.25, 1.0)}
     assert fixed.spk2utt == {"s2": ("u3",)}
     assert dropped["bad or duplicate lines in wav.scp"] == 1
-    assert dropped["bad or duplicate lines in segments"] == 2  # unsorted + duplicate
+    assert dropped["bad or duplicate lines in segments"] == 1  # the duplicate; unsorted lines are only sorted
     assert dropped["pipe recordings (allow_pipes is off)"] == 1
     assert dropped["segments of unusable recordings"] == 2
     assert dropped["utterances not in utt2domain"] == 1

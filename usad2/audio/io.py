@@ -6,7 +6,8 @@ float WAV (sox adds formats such as raw GSM/AMR/.vox by extension; ffmpeg adds m
 A file that soundfile opens but fails to decode is reported as corrupt, not retried.
 Channels are averaged to mono, a Kaldi segment (`start`/`end` in seconds) is cut at the native
 rate, then sox resamples (usad2.audio.resample) and the result is clipped to [-1, 1] (float files
-and lossy decoders can overshoot full scale slightly).
+and lossy decoders can overshoot full scale slightly; more than 0.1 % of the samples clipped is
+logged as a warning with the fraction).
 
 Every problem raises AudioError naming the utterance (`name`) and the path: missing file, file no
 decoder reads, truncated file (a WAV whose data chunk is shorter than its header declares, or a
@@ -33,6 +34,7 @@ from usad2.audio.resample import sox_resample_array
 from usad2.errors import AudioError
 
 SAMPLE_RATE = 16000
+CLIP_WARN_FRACTION = 0.001  # more samples than this beyond full scale: a WARNING, not DEBUG
 MAX_OVERSHOOT = 0.5  # s a segment may end past the file end and be clipped (Kaldi extract-segments)
 _UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # streaming WAV writers leave the data size unknown
 _UNKNOWN_SIZE_MIN = 0x7FFF0000  # sox writes a huge placeholder when it cannot seek back
@@ -103,6 +105,8 @@ def _segment_frames(start, end, sr, total, name, path, max_overshoot):
     a = int(round(start * sr))
     b = total if end is None or float(end) < 0 else int(round(float(end) * sr))
     dur = total / sr
+    if total == 0:
+        raise _fail(name, path, "empty audio (0 samples)")
     if not np.isfinite(start) or start < 0 or a >= total:
         raise _fail(name, path, f"segment start {start:.3f} s is outside the file ({dur:.3f} s)")
     if b <= a:
@@ -317,6 +321,12 @@ def load_audio(source, sample_rate=SAMPLE_RATE, *, name=None, allow_pipes=False,
             raise _fail(name, where, f"empty audio after resampling {sr} -> {sample_rate} Hz")
     over = int(np.count_nonzero(np.abs(mono) > 1.0))
     if over:
-        log.debug("%s: clipped %d samples beyond full scale", _where(name, where), over)
+        # lossy decoders and resampling overshoot full scale by a few samples: DEBUG; more is
+        # audio recorded or scaled too loud, which clipping distorts: say how much
+        fraction = over / mono.size
+        level = logging.WARNING if fraction > CLIP_WARN_FRACTION else logging.DEBUG
+        log.log(level, "%s: clipped %d of %d samples (%.2f%%) beyond full scale (peak %.2f); the audio "
+                "is distorted, lower its gain", _where(name, where), over, mono.size, 100 * fraction,
+                float(np.abs(mono).max()))
     mono = np.clip(mono, -1.0, 1.0)
     return torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))

@@ -1,9 +1,11 @@
 """Check a Kaldi data dir and print a summary, or every problem as `<file>:<line>: <problem>`.
 
     python -m usad2.bin.validate_data_dir data/train [--allow_pipes true] [--no_audio_check]
+        [--check_audio]
 
-Exit status 0 with a summary line (utterances, hours if utt2dur, utterances per domain) on
-stdout; 1 with the list of problems on stderr.
+Exit status 0 with a summary line (utterances, hours if utt2dur, utterances per domain, and what
+was checked) on stdout; 1 with the list of problems on stderr. By default audio files must exist
+and contain their segments; --check_audio also opens every file's header.
 """
 from usad2.data.consistency import DEFAULT_TOLERANCE
 from usad2.data.kaldi_text import DEFAULT_MAX_PROBLEMS
@@ -19,6 +21,9 @@ def get_parser():
                         help="accept Kaldi pipe commands (`cmd |`) in wav.scp")
     parser.add_argument("--no_audio_check", action="store_true",
                         help="skip checking that audio files exist and contain their segments")
+    parser.add_argument("--check_audio", type=str2bool, nargs="?", const=True, default=False,
+                        help="also open every audio file's header: empty, random-byte and truncated "
+                             "files are reported (slower; pipes are never run)")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                         help="seconds a segment may reach past the end of its recording")
     parser.add_argument("--max_problems", type=int, default=DEFAULT_MAX_PROBLEMS,
@@ -31,7 +36,7 @@ def main(argv=None):
     log_invocation(setup_logging())
     summary = validate_data_dir(args.data_dir, allow_pipes=args.allow_pipes,
                                 check_audio=not args.no_audio_check, tolerance=args.tolerance,
-                                max_problems=args.max_problems)
+                                max_problems=args.max_problems, open_audio=args.check_audio)
     print(format_summary(args.data_dir, summary))
     return 0
 

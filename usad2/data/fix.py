@@ -19,6 +19,7 @@ from usad2.data.kinds import kind_for
 from usad2.errors import DataDirError
 
 logger = logging.getLogger("usad2")
+UNSORTED = "ids not sorted"  # the start of consistency.parse_table's message for an unsorted file
 
 
 def fix_data_dir(path, out=None, allow_pipes=False, check_audio=False,
@@ -64,10 +65,14 @@ def _read_leniently(path):
         if name.startswith(".") or kind_for(name) is None or not os.path.isfile(full):
             continue
         with open(full, "rb") as f:
-            problems = Problems(limit=0)
+            problems = Problems(limit=float("inf"))
             table = parse_table(name, f.read(), full, problems)
-        if problems.count:
-            dropped[f"bad or duplicate lines in {name}"] += problems.count
+        # an unsorted file is a problem for the reader but loses no line: writing sorts it
+        bad = [m for _, _, m in problems.items if not m.startswith(UNSORTED)]
+        if len(bad) < problems.count:
+            logger.info("fix_data_dir %s: %s was not sorted; written sorted", path, name)
+        if bad:
+            dropped[f"bad or duplicate lines in {name}"] += len(bad)
         tables[name] = table.values
     return tables, dropped
 
