@@ -4,7 +4,7 @@
     model = hear.load_model("exp/tag/export/model.pt")        # layer=None: layer average
     emb, ts = hear.get_timestamp_embeddings(audio, model)     # audio (n_sounds, n_samples), 16 kHz
 
-The official validator accepts the module as it is (docs/architecture.md#hear-x-ares-and-hugging-face):
+The official validator accepts the module as it is (docs/architecture.md#51-hear-x-ares-and-hugging-face):
     python -m hearvalidator.validate usad2.hear --model exp/tag/export/model.pt --device cpu
 `model_file_path` may also be a Hugging Face model directory (`export --format hf`). The model
 is returned in eval mode (dropout off), so embeddings are deterministic; `timestamp_embeddings`

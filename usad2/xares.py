@@ -1,4 +1,4 @@
-"""X-ARES and XARES-LLM encoders for a usad2 export (docs/architecture.md#hear-x-ares-and-hugging-face).
+"""X-ARES and XARES-LLM encoders for a usad2 export (docs/architecture.md#51-hear-x-ares-and-hugging-face).
 
 X-ARES (`pip install xares`) builds the encoder class of the module it is given with no arguments,
 so the model is chosen by environment variables:

@@ -8,7 +8,7 @@ training checkpoint dict with "model_config" and "model" (state dict; heads and 
 dropped; its step, audio hours and teachers are kept as provenance), or a bare encoder state dict
 together with --preset. `--format pt` writes the export file (docs/formats.md#5-export); `--format
 hf` writes a directory that `transformers.AutoModel.from_pretrained(DIR, trust_remote_code=True)`
-loads without usad2 (docs/formats.md#6-hugging-face-model-directory), with a model card
+loads without usad2 (docs/formats.md#51-hugging-face-model-directory), with a model card
 (README.md) that shows the probe results of --probe_results (default: the experiment's
 probe/results.json when the input lies in <exp>/export/ or <exp>/checkpoints/ and it exists).
 The output is written atomically; a `.done` stamp beside it (fingerprint of the arguments and the

@@ -1,4 +1,4 @@
-"""Hugging Face model directories of a usad2 student (docs/formats.md#6-hugging-face-model-directory).
+"""Hugging Face model directories of a usad2 student (docs/formats.md#51-hugging-face-model-directory).
 
     python -m usad2.bin.export --checkpoint exp/tag/export/model.pt --format hf --out exp/tag/export/hf
 

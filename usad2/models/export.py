@@ -9,7 +9,7 @@ Heads and training state never enter an export; an export made from a training c
 records its provenance in "extra" (`checkpoint_provenance`: training step, audio hours, the
 teachers and their layer pairs) for the Hugging Face model card.
 
-The same dict can live in a Hugging Face model directory (`usad2.hf`, docs/formats.md#6-hugging-face-model-directory);
+The same dict can live in a Hugging Face model directory (`usad2.hf`, docs/formats.md#51-hugging-face-model-directory);
 `read_model_file` is the one reader of model files: it returns that dict for such a directory
 and the torch object for a file (export, training checkpoint, state dict). Reading is strict: a foreign file, a newer
 format_version, or missing / unexpected / mis-shaped weights raise CheckpointError naming them.
