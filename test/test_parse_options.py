@@ -139,3 +139,46 @@ def test_help_prints_text_and_every_option_with_current_value(script):
 def test_short_help_flag(script):
     r = run(script, "-h")
     assert r.returncode == 0 and "--foo_bar" in r.stdout
+
+
+# Names parse_options.sh used for its own locals (and a few more a recipe may well use): an
+# option of that name was silently left at its default because `printf -v` wrote the local.
+SHADOW_NAMES = ["name", "value", "where", "file", "line", "lineno", "raw", "plain", "squoted", "dquoted", "re",
+                "opt", "comment", "text", "i", "names", "values", "configs", "nshift", "script", "prog"]  # help, config: reserved
+
+
+@pytest.fixture
+def shadow_script(tmp_path, repo_dir):
+    (tmp_path / "utils").symlink_to(repo_dir / "utils")
+    lines = ["#!/usr/bin/env bash", "set -euo pipefail"]
+    lines += [f"{n}=default_{n}  # option {n}" for n in SHADOW_NAMES]
+    lines += ['help_message="Usage: $0"', ". utils/parse_options.sh"]
+    lines += ['echo "' + "|".join(f"{n}=${{{n}}}" for n in SHADOW_NAMES) + '"']
+    path = tmp_path / "shadow.sh"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("form", ["space", "equals", "dashes", "config"])
+def test_every_internal_name_can_be_an_option(shadow_script, form, tmp_path):
+    if form == "space":
+        args = [a for n in SHADOW_NAMES for a in (f"--{n}", f"set_{n}")]
+    elif form == "equals":
+        args = [f"--{n}=set_{n}" for n in SHADOW_NAMES]
+    elif form == "dashes":
+        args = [a for n in SHADOW_NAMES for a in (f"--{n.replace('_', '-')}", f"set_{n}")]
+    else:
+        conf = tmp_path / "c.conf"
+        conf.write_text("".join(f"{n}=set_{n}\n" for n in SHADOW_NAMES))
+        args = ["--config", str(conf)]
+    got = values(run(shadow_script, *args))
+    assert got == {n: f"set_{n}" for n in SHADOW_NAMES}
+
+
+def test_each_internal_name_alone_and_in_help(shadow_script):
+    for n in SHADOW_NAMES:
+        got = values(run(shadow_script, f"--{n}", "q"))
+        assert got[n] == "q" and all(v == f"default_{k}" for k, v in got.items() if k != n), n
+    result = run(shadow_script, "--name", "q", "--help")
+    assert result.returncode == 0
+    assert any(line.split()[:2] == ["--name", '"q"'] for line in result.stdout.splitlines()), result.stdout
