@@ -127,3 +127,41 @@ def test_default_layers_cover_stage_1_and_the_last_layer_for_stage_2():
     assert default_layers(load_card("basic_pitch")) == [1, 2, 3]
     assert default_layers(load_card("resemblyzer")) == [1, 2, 3]  # fewer layers than K = 4
     assert default_layers(load_card("wavlm_base_plus")) == [3, 6, 9, 12]
+
+
+def test_torch_teacher_at_bf16_close_to_fp32_and_stamped_apart(tmp_path):
+    import dataclasses
+
+    import yaml
+
+    from usad2.teachers import registry, testing
+
+    data = make_data(tmp_path, n=3)
+    card = dataclasses.replace(registry.load_card("wavlm_base_plus"), num_layers=2, width=32,
+                               source={"path": str(testing.write_tiny_wavlm(tmp_path / "wavlm"))})
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    (cards / "wavlm_base_plus.yaml").write_text(yaml.safe_dump(card.to_dict()))
+    fp32, bf16 = str(tmp_path / "fp32"), str(tmp_path / "bf16")
+    assert extract_teacher(data, "wavlm_base_plus", fp32, card_dir=str(cards), progress=False, precision="fp32")
+    assert extract_teacher(data, "wavlm_base_plus", bf16, card_dir=str(cards), progress=False, precision="bf16")
+    a, b = targets_content(fp32), targets_content(bf16)
+    for utt in a:
+        for x, y in zip(a[utt], b[utt]):
+            assert x.shape == y.shape
+            rel = np.linalg.norm(x.astype(np.float32) - y) / np.linalg.norm(x.astype(np.float32))
+            assert 0 < rel < 0.05, (utt, rel)  # bf16 really ran, and stays close
+    stamp_before = os.path.getmtime(os.path.join(bf16, "shards", "1", ".done"))
+    # the same output dir asked at fp32: the bf16 shard's stamp does not match, it is redone
+    assert extract_teacher(data, "wavlm_base_plus", bf16, card_dir=str(cards), progress=False, precision="fp32")
+    assert targets_content(bf16)["u0"][0].tolist() == a["u0"][0].tolist()
+    assert os.path.getmtime(os.path.join(bf16, "shards", "1", ".done")) >= stamp_before
+
+
+def test_demo_teacher_ignores_precision(data_and_reference, tmp_path):
+    _, data, ref = data_and_reference
+    # basic_pitch runs onnx: "bf16" changes neither its targets nor its stamp (nothing to redo)
+    done = os.path.join(ref, "shards", "1", ".done")
+    before = os.path.getmtime(done)
+    assert extract_teacher(data, "basic_pitch", ref, nj=1, progress=False, precision="bf16")
+    assert os.path.getmtime(done) == before

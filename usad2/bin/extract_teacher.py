@@ -11,9 +11,10 @@ The fingerprint covers the data dir's index files, not the audio files' content.
 """
 from usad2.data.datadir import load_data_dir
 from usad2.targets.extract import default_layers, run_extraction
-from usad2.teachers.registry import build_teacher, load_card, with_overrides
+from usad2.teachers.registry import build_teacher, family_class, load_card, with_overrides
 from usad2.utils.cli import make_parser, run_main, str2bool
 from usad2.utils.log import log_invocation, setup_logging
+from usad2.utils.precision import PRECISIONS, resolve_precision
 
 
 def parse_layers(text):
@@ -34,6 +35,9 @@ def build_parser():
     p.add_argument("--job", type=int, default=None, help="extract only this shard (1-based)")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"])
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="auto", choices=list(PRECISIONS),
+                   help="torch teachers: bf16 autocast (targets are stored as --dtype anyway), fp32, or auto "
+                   "(bf16 where the CPU/GPU has bf16 matrix units); onnx/numpy teachers always run as they are")
     p.add_argument("--allow_pipes", type=str2bool, default=False, help="allow Kaldi `cmd |` entries in wav.scp")
     p.add_argument("--card_dir", default=None, help="extra teacher card directory (overrides by name)")
     p.add_argument("--force", type=str2bool, default=False,
@@ -44,7 +48,7 @@ def build_parser():
 
 def extract_teacher(data, teacher, out, checkpoint=None, layers=None, k=4, nj=1,
                     job=None, dtype="float16", device="cpu", allow_pipes=False, card_dir=None,
-                    force=False, progress=True):
+                    force=False, progress=True, precision="auto"):
     """Plain-function form of the command; returns True when the merged targets are complete."""
     data_dir = load_data_dir(data, allow_pipes=allow_pipes)
     card = with_overrides(load_card(teacher, card_dir), checkpoint)
@@ -61,8 +65,12 @@ def extract_teacher(data, teacher, out, checkpoint=None, layers=None, k=4, nj=1,
 
     items = [(utt, loader(utt)) for utt in data_dir.utt_ids]
     fp_args = {"card": card.to_dict(), "checkpoint": checkpoint, "k": k}
+    precision = resolve_precision(precision, device) if family_class(card.family).torch_compute else "fp32"
+    if precision != "fp32":  # fp32 targets keep the stamps they had before the option existed
+        fp_args["precision"] = precision
     return run_extraction(items, card, lambda: build_teacher(card, device=device), out, layers, nj=nj, jobs=[job] if job else None, dtype=dtype,
-                          fingerprint_args=fp_args, inputs=[data], force=force, progress=progress)
+                          fingerprint_args=fp_args, inputs=[data], force=force, progress=progress,
+                          precision=precision)
 
 
 def main(argv=None):
@@ -71,7 +79,7 @@ def main(argv=None):
     log_invocation(logger)
     complete = extract_teacher(args.data, args.teacher, args.out, args.checkpoint, parse_layers(args.layers),
                                args.k, args.nj, args.job, args.dtype, args.device,
-                               args.allow_pipes, args.card_dir, args.force, args.progress)
+                               args.allow_pipes, args.card_dir, args.force, args.progress, args.precision)
     logger.info("targets %s: %s", args.out, "complete" if complete else f"shard {args.job} done, others pending")
     return 0
 

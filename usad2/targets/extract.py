@@ -55,7 +55,7 @@ def split_shards(utts, nj):
     return shards
 
 
-def extract_shard(items, teacher, layers, shard_dir, fp, dtype="float16", progress=True):
+def extract_shard(items, teacher, layers, shard_dir, fp, dtype="float16", progress=True, precision="fp32"):
     """Extract `items` [(utt, audio loader callable)] into `shard_dir` atomically, then stamp it."""
     parent = os.path.dirname(os.path.abspath(shard_dir))
     os.makedirs(parent, exist_ok=True)
@@ -68,7 +68,7 @@ def extract_shard(items, teacher, layers, shard_dir, fp, dtype="float16", progre
         for utt, loader in tqdm(items, desc=f"{teacher.name} {os.path.basename(shard_dir)}",
                                 disable=not progress, mininterval=5):
             wave = loader()
-            outputs, frame_lengths = teacher.extract(wave.unsqueeze(0), [wave.shape[0]], layers)
+            outputs, frame_lengths = teacher.extract(wave.unsqueeze(0), [wave.shape[0]], layers, precision=precision)
             n = int(frame_lengths[0])
             if n <= 0:
                 raise TargetsError(f"{teacher.name}: utterance {utt} gave no frames "
@@ -93,12 +93,14 @@ def _stamp_mtime(directory):
 
 
 def run_extraction(utt_loaders, card, build_teacher, out_dir, layers, nj=1, jobs=None, dtype="float16",
-                   fingerprint_args=None, inputs=(), force=False, progress=True):
+                   fingerprint_args=None, inputs=(), force=False, progress=True, precision="fp32"):
     """Extract the shards `jobs` (default all 1..nj) and, when all are done, merge them.
 
     utt_loaders: sorted list of (utt, loader) where loader() returns the 16 kHz waveform.
     card: the teacher's card; build_teacher(): the teacher, built only when a shard needs work,
     so a rerun over finished shards (or the merge call) never loads a model.
+    precision: "fp32" or "bf16" (resolved; a torch teacher then runs under bf16 autocast; the
+    caller puts it in fingerprint_args where it changes the targets).
     `force` redoes the shards of this call only (so concurrent `--job` runs never touch each
     other's shards). The merge is redone when a shard is newer than the merged output.
     Returns True when the merged output is complete.
@@ -118,7 +120,8 @@ def run_extraction(utt_loaders, card, build_teacher, out_dir, layers, nj=1, jobs
             continue
         logger.info("%s shard %d/%d: %d utterances", card.name, job, nj, len(shards[job - 1]))
         teacher = teacher or build_teacher()
-        extract_shard(shards[job - 1], teacher, layers, shard_dir, shard_fp(job), dtype, progress=progress)
+        extract_shard(shards[job - 1], teacher, layers, shard_dir, shard_fp(job), dtype, progress=progress,
+                      precision=precision)
     shard_dirs = [os.path.join(out_dir, "shards", str(j)) for j in range(1, nj + 1)]
     if not all(stamp.is_done(d, shard_fp(j)) for j, d in enumerate(shard_dirs, 1)):
         return False

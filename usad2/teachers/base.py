@@ -101,6 +101,10 @@ class TeacherCard:
 class Teacher(abc.ABC):
     """A frozen expert. Subclasses implement `_extract`; `extract` adds the contract checks."""
 
+    # True for families whose compute is torch modules (a bf16 autocast region speeds them up);
+    # the demo teachers run onnxruntime / numpy code, which autocast does not reach
+    torch_compute = False
+
     def __init__(self, card):
         self.card = card
 
@@ -122,18 +126,22 @@ class Teacher(abc.ABC):
         """Move the teacher's modules to `device`; families with torch modules override."""
         return self
 
-    def extract(self, wavs, lengths, layers):
+    def extract(self, wavs, lengths, layers, precision="fp32"):
         """wavs: (B, N) float 16 kHz zero-padded; lengths: (B,) samples; layers: 1-based ids.
 
         Returns (list of (B, T, D_layer) float32 tensors in the order of `layers`, frame
-        lengths (B,) long). Frozen, no grad, deterministic.
+        lengths (B,) long). Frozen, no grad, deterministic. precision "bf16" runs a torch family
+        under bf16 autocast (outputs still float32); other families ignore it.
         """
         import torch
+
+        from usad2.utils.precision import autocast
 
         for layer in layers:
             if not 1 <= layer <= self.num_layers:
                 raise TeacherError(f"teacher {self.name}: layer {layer} outside 1..{self.num_layers}")
-        with torch.inference_mode():
+        region = autocast(precision if self.torch_compute else "fp32", torch.as_tensor(wavs).device)
+        with torch.inference_mode(), region:
             outputs, frame_lengths = self._extract(wavs, torch.as_tensor(lengths, dtype=torch.long), list(layers))
         return [o.float() for o in outputs], frame_lengths.long()
 

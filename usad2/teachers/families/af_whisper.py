@@ -80,6 +80,8 @@ def pool(x):
 class AFWhisperTeacher(Teacher):
     """Frozen AF3 sound tower (Qwen2AudioEncoder + pool) on 30 s log-mel windows, 25 Hz."""
 
+    torch_compute = True
+
     def __init__(self, card, cache=None, device="cpu", checkpoint=None):
         super().__init__(card)
         path = common.resolve_checkpoint(card, checkpoint, cache)

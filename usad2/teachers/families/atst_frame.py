@@ -227,6 +227,8 @@ class AtstFrameTeacher(Teacher):
     (chunks per encoder call, default 16).
     """
 
+    torch_compute = True
+
     def __init__(self, card, cache=None, device="cpu", checkpoint=None):
         super().__init__(card)
         path = resolve_checkpoint(card, checkpoint, cache)

@@ -114,6 +114,8 @@ class _Fairseq2Teacher(Teacher):
     Subclasses set `family`, and implement `_make_config`, `_hub`, `_w2v2` (the Wav2Vec2Model
     inside the loaded model) and `_utterance` (one unpadded waveform -> per-layer (T, D)).
     """
+
+    torch_compute = True
     family = None
 
     def __init__(self, card, cache=None, device="cpu", checkpoint=None):

@@ -68,6 +68,8 @@ def conv_geometry(config):
 class HFWavLMTeacher(Teacher):
     """Frozen transformers WavLMModel read from a local save_pretrained dir."""
 
+    torch_compute = True
+
     def __init__(self, card, cache=None, device="cpu", checkpoint=None):
         super().__init__(card)
         path = common.resolve_checkpoint(card, checkpoint, cache)

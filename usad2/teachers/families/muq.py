@@ -250,6 +250,8 @@ class MuQTeacher(Teacher):
     Card options: max_chunk_seconds (default 30), chunk_context_seconds (default 2).
     """
 
+    torch_compute = True
+
     def __init__(self, card, cache=None, device="cpu", checkpoint=None):
         super().__init__(card)
         path = resolve_checkpoint(card, checkpoint, cache)

@@ -58,6 +58,8 @@ def build_upstream(name, ckpt=None, extra_conf=None, normalize=False):
 class S3prlTeacher(Teacher):
     """Frozen s3prl upstream; layers from its hidden_states."""
 
+    torch_compute = True
+
     def __init__(self, card, cache=None, device="cpu", checkpoint=None):
         super().__init__(card)
         opts = card.options or {}

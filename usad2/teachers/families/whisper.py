@@ -188,6 +188,8 @@ def load_whisper(path):
 class WhisperTeacher(Teacher):
     """Frozen Whisper encoder (HF or openai-whisper checkpoint) on 30 s log-mel windows."""
 
+    torch_compute = True
+
     def __init__(self, card, cache=None, device="cpu", checkpoint=None):
         super().__init__(card)
         path = common.resolve_checkpoint(card, checkpoint, cache)
