@@ -52,18 +52,23 @@ def pad_stack(arrays, device=None):
 
 
 class OnlineTargets:
-    """Runs frozen teachers on the batch: `teachers` {name: Teacher}, `layers` {name: [layer ids]}."""
+    """Runs frozen teachers on the batch: `teachers` {name: Teacher}, `layers` {name: [layer ids]}.
+
+    precision: "bf16" runs torch teachers under bf16 autocast, as the student (fp32 otherwise).
+    """
 
     mode = "online"
 
-    def __init__(self, teachers, layers):
+    def __init__(self, teachers, layers, precision="fp32"):
         self.teachers = teachers
         self.layers = layers
+        self.precision = precision
 
     def get(self, batch, device="cpu"):
         out = {}
         for name, teacher in self.teachers.items():
-            outputs, frame_lengths = teacher.extract(batch.wavs, batch.lengths, self.layers[name])
+            outputs, frame_lengths = teacher.extract(batch.wavs, batch.lengths, self.layers[name],
+                                                     precision=self.precision)
             out[name] = ([o.to(device) for o in outputs], frame_lengths.to(device))
         return out
 

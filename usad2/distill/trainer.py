@@ -370,7 +370,7 @@ class Trainer:
         else:
             teachers = {s.name: build_teacher(s.name, device=self.device, card_dirs=cfg.get("teacher_cards") or None)
                         for s in self.specs}
-            self.train_targets = self.dev_targets = OnlineTargets(teachers, layers)
+            self.train_targets = self.dev_targets = OnlineTargets(teachers, layers, self.precision)
         mode = cfg.get("probability_targets", "raw")  # checkpoints before the option: raw
         self.train_targets = with_probability_targets(self.train_targets, self.specs, mode)
         self.dev_targets = with_probability_targets(self.dev_targets, self.specs, mode)
