@@ -126,7 +126,7 @@ AUTOMODEL_SCRIPT = """
 import torch
 from transformers import AutoModel
 model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
-data = torch.load(sys.argv[2])
+data = torch.load(sys.argv[2], weights_only=True)
 mask = (torch.arange(data["wavs"].shape[1])[None] < data["lengths"][:, None]).long()
 with torch.no_grad():
     out = model(data["wavs"], attention_mask=mask, output_hidden_states=True)
@@ -142,7 +142,7 @@ def test_automodel_loads_without_usad2(exp, wavs, tmp_path):
     proc = _run_without_usad2(AUTOMODEL_SCRIPT, tmp_path, str(exp / "export" / "hf"), str(tmp_path / "in.pt"),
                               str(tmp_path / "out.pt"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    got = torch.load(tmp_path / "out.pt")
+    got = torch.load(tmp_path / "out.pt", weights_only=True)
     assert got["cls"] == "Usad2Model" and not got["training"] and not got["usad2_loaded"]
     with torch.no_grad():
         ref = usad2.load(exp / "export" / "model.pt")(*wavs)
