@@ -208,3 +208,22 @@ def test_other_readers_accept_the_directory(exp, wavs):
 
     assert hear.load_model(hf).embedding_size == 64
     assert Usad2Encoder(model=hf).output_dim == 64
+
+
+def test_init_upscale_and_model_info_accept_the_directory(exp, tmp_path, capsys):
+    from usad2.bin.distill import resolve_init
+    from usad2.bin.model_info import main as model_info_main
+    from usad2.bin.upscale_depth import main as upscale_main
+    from usad2.distill.trainer import read_init
+
+    hf = str(exp / "export" / "hf")
+    ref = load_export(exp / "export" / "model.pt")
+    assert resolve_init(hf) == hf  # not mistaken for an experiment dir
+    config, fbank, state, heads = read_init(hf)
+    assert config == ref.config.to_dict() and heads is None
+    assert torch.equal(state["encoder.layers.0.attn.q_proj.weight"], ref.encoder.layers[0].attn.q_proj.weight)
+    out = tmp_path / "up.pt"
+    assert upscale_main(["--src", hf, "--ranges", "1-4,3-4", "--out", str(out)]) == 0
+    assert load_export(out).config.num_layers == 6
+    assert model_info_main(["--export", hf]) == 0
+    assert f"params: {count_parameters(ref.config)}" in capsys.readouterr().out

@@ -156,13 +156,17 @@ def config_defaults(path, parser):
 
 
 def resolve_init(path):
-    """An experiment dir stands for its checkpoints/best.pt (else last.pt)."""
-    if path and os.path.isdir(path):
+    """An experiment dir stands for its checkpoints/best.pt (else last.pt); a Hugging Face model
+    directory stands for itself."""
+    from usad2.hf import is_hf_dir
+
+    if path and os.path.isdir(path) and not is_hf_dir(path):
         for name in ("best.pt", "last.pt"):
             candidate = os.path.join(path, "checkpoints", name)
             if os.path.exists(candidate):
                 return candidate
-        raise ConfigError(f"--init {path}: a directory without checkpoints/best.pt or last.pt")
+        raise ConfigError(f"--init {path}: a directory without checkpoints/best.pt or last.pt "
+                          f"(nor a Hugging Face model directory)")
     return path
 
 

@@ -17,7 +17,7 @@ def model_info(preset=None, export=None):
     """The lines to print for a preset name or an export path (exactly one of them)."""
     from usad2.audio.frontend import FbankConfig
     from usad2.models.encoder import EncoderConfig
-    from usad2.models.export import check_export_dict, read_torch_file
+    from usad2.models.export import check_export_dict, read_model_file
     from usad2.models.presets import count_parameters, get_preset
 
     if (preset is None) == (export is None):
@@ -25,7 +25,7 @@ def model_info(preset=None, export=None):
     if preset is not None:
         config, fbank, source = get_preset(preset), FbankConfig(), f"preset {preset}"
     else:
-        obj = read_torch_file(export)
+        obj = read_model_file(export)
         check_export_dict(obj, export)
         config = EncoderConfig.from_dict(obj["model_config"])
         fbank, source = FbankConfig.from_dict(obj["fbank_config"]), f"export {export}"

@@ -18,7 +18,7 @@ from usad2.utils.stamp import clear, fingerprint, is_done, mark_done
 
 def upscale_depth(src, out, ranges=None, force=False, logger=None):
     """Up-scale `src` into `out`; returns the 1-based source layer of each new layer (None if skipped)."""
-    from usad2.models.export import FORMAT, build_model, check_export_dict, read_torch_file, save_export
+    from usad2.models.export import FORMAT, build_model, check_export_dict, read_model_file, save_export
     from usad2.models.upscale import upscale
     from usad2.utils.atomic import atomic_torch_save
 
@@ -30,7 +30,7 @@ def upscale_depth(src, out, ranges=None, force=False, logger=None):
         if logger:
             logger.info("%s is up to date (stamp matches); --force true redoes it", out)
         return None
-    obj = read_torch_file(src)
+    obj = read_model_file(src)
     provenance = {"upscaled_from": os.fspath(src)}
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         check_export_dict(obj, src)

@@ -49,7 +49,7 @@ from usad2.distill.task import (DistillModel, DistillTask, EvalAccumulator, Targ
                                 stage1_spec, stage2_spec, student_timing)
 from usad2.errors import CheckpointError, ConfigError
 from usad2.models.export import FORMAT as EXPORT_FORMAT
-from usad2.models.export import encoder_state_dict, read_torch_file
+from usad2.models.export import encoder_state_dict, read_model_file, read_torch_file
 from usad2.models.presets import get_preset
 from usad2.models.upscale import upscale
 from usad2.models.wave_encoder import Usad2Model
@@ -159,7 +159,7 @@ def param_groups(model, lr, weight_decay, head_lr_scale=1.0):
 
 def read_init(path):
     """(model config dict, fbank config dict or None, encoder state dict, heads state or None)."""
-    obj = read_torch_file(path)
+    obj = read_model_file(path)  # export, training checkpoint or Hugging Face model directory
     if isinstance(obj, dict) and obj.get("format") == EXPORT_FORMAT:
         return obj["model_config"], obj.get("fbank_config"), obj["state_dict"], None
     if isinstance(obj, dict) and "model_config" in obj and "model" in obj:
