@@ -228,12 +228,13 @@ class RelPositionSelfAttention(nn.Module):
         p = self.pos_proj(pos_emb).view(-1, self.h, self.dk).permute(1, 2, 0)  # (H, dk, 2T-1)
         # the 1/sqrt(dk) scale goes on the small (B, T, H, dk) factor, not on a T x T tensor
         qv = (q + self.pos_bias_v) * (1.0 / math.sqrt(self.dk))
-        position = torch.matmul(qv.transpose(1, 2), p)  # (B, H, T, 2T-1)
-        # column (T-1) - i + j of row i holds offset i - j
-        idx = (t - 1) - torch.arange(t, device=x.device)[:, None] + torch.arange(t, device=x.device)[None, :]
-        bias = torch.gather(position, 3, idx.expand(b, self.h, t, t))
-        # in place: gather's output is fresh and its backward does not need it (saves a T x T copy)
-        bias.masked_fill_(padding_mask[:, None, None, :], torch.finfo(bias.dtype).min)
+        position = torch.matmul(qv.transpose(1, 2), p).contiguous()  # (B, H, T, 2T-1)
+        # column (T-1) - i + j of row i holds offset i - j: a strided view reads it without an index
+        # tensor (row stride 2T-2 shifts each row one column left; the rows do not overlap), and
+        # masked_fill then writes the padded (B, H, T, T) bias in one pass
+        bias = position.as_strided((b, self.h, t, t), (self.h * t * (2 * t - 1), t * (2 * t - 1), 2 * t - 2, 1),
+                                   position.storage_offset() + t - 1)
+        bias = bias.masked_fill(padding_mask[:, None, None, :], torch.finfo(bias.dtype).min)
         # fused kernel: softmax((q + u) k^T / sqrt(dk) + bias) v, with attention-weight dropout
         out = F.scaled_dot_product_attention((q + self.pos_bias_u).transpose(1, 2), k, v, attn_mask=bias,
                                              dropout_p=self.dropout_p if self.training else 0.0)
