@@ -378,3 +378,26 @@ def test_teachers_concat_probe_end_to_end(corpus, tmp_path, tiny_cards, caplog):
     assert frame["num_examples"] == json.loads((out / "details.json").read_text())["tiny_music"]["note_activity"][
         "num_examples"]
     assert details["pitch_class"]["num_examples"] == {"train": 24, "dev": 9, "test": 12}
+
+
+def test_bf16_features_are_cached_apart_and_close_to_fp32(corpus, tmp_path):
+    from usad2.models.export import save_export
+    from usad2.models.presets import get_preset
+    from usad2.models.wave_encoder import Usad2Model
+    from usad2.probe.features import extract_features, model_from_spec
+
+    torch.manual_seed(0)
+    save_export(Usad2Model(get_preset("tiny")), tmp_path / "model.pt")
+    fp32 = model_from_spec(f"student={tmp_path / 'model.pt'}", precision="fp32")
+    bf16 = model_from_spec(f"student={tmp_path / 'model.pt'}", precision="bf16")
+    assert fp32.cache_identity() == fp32.identity()  # fp32 keeps the cache key it always had
+    assert bf16.cache_identity() == dict(fp32.identity(), precision="bf16")
+    a = extract_features(fp32, corpus / "dev", tmp_path / "cache")
+    b = extract_features(bf16, corpus / "dev", tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("student-*/dev-*/.done"))) == 2
+    for x, y in zip(a.pooled, b.pooled):
+        rel = np.linalg.norm(x - y) / np.linalg.norm(x)
+        assert 0 < rel < 0.05  # bf16 ran and stays close
+    # the fbank has no torch compute to speed up: one identity, one cache entry at any precision
+    fb = model_from_spec("fbank", precision="bf16")
+    assert fb.cache_identity() == fb.identity()

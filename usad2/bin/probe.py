@@ -24,6 +24,7 @@ from usad2.probe.run import run_probe
 from usad2.probe.tasks import get_suite
 from usad2.utils.cli import make_parser, run_main, str2bool
 from usad2.utils.log import log_invocation, setup_logging
+from usad2.utils.precision import PRECISIONS, resolve_precision
 from usad2.utils.stamp import clear, fingerprint, is_done, mark_done
 
 logger = logging.getLogger("usad2.bin.probe")
@@ -55,6 +56,9 @@ def get_parser():
                         help="utterances per data dir whose frames are kept for frame-level tasks")
     parser.add_argument("--seed", type=int, default=0, help="seed of probes, frame subsets and random_init")
     parser.add_argument("--device", default="cpu", help="device for feature extraction")
+    parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
+                        help="feature extraction of students and torch teachers: fp32, bf16 autocast, or auto "
+                        "(bf16 where the CPU/GPU has bf16 matrix units); the probes themselves train in fp32")
     parser.add_argument("--num_threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--force", type=str2bool, default=False, help="redo even when the stamp matches")
     parser.add_argument("--log_level", default="INFO")
@@ -93,7 +97,7 @@ def expand_specs(model_specs):
 def probe(model_specs, data_root, out_dir, suite="demo", tasks="", train_set="train", dev_set="dev",
           test_set="test", layer="weighted", hidden=0, lrs=(1e-3, 1e-2), weight_decays=(0.0, 1e-3),
           max_epochs=40, max_frames=20000, seed=0, device="cpu", force=False, max_frame_utts=200,
-          feature_cache=""):
+          feature_cache="", precision="fp32"):
     """Probe the models of `model_specs` on the suite; returns the results dict (results.json)."""
     suite_tasks = get_suite(suite, train_set, dev_set, test_set)
     if tasks:
@@ -112,6 +116,9 @@ def probe(model_specs, data_root, out_dir, suite="demo", tasks="", train_set="tr
                          weight_decays=tuple(weight_decays), max_epochs=max_epochs, seed=seed)
     args = {"models": list(model_specs), "suite": [t.__dict__ for t in suite_tasks], "config": config.__dict__,
             "max_frames": max_frames, "max_frame_utts": max_frame_utts}
+    resolved = resolve_precision(precision, device)
+    if resolved != "fp32":  # fp32 results keep the stamps they had before the option existed
+        args["precision"] = resolved
     inputs = [os.path.join(data_root, s) for s in (train_set, dev_set, test_set)]
     inputs += [p for s in model_specs for p in [s.partition("=")[2].split(":", 1)[-1]] if os.path.isfile(p)]
     fp = fingerprint(args, inputs)
@@ -123,7 +130,7 @@ def probe(model_specs, data_root, out_dir, suite="demo", tasks="", train_set="tr
         import json
         with open(results_path, encoding="utf-8") as f:
             return json.load(f)
-    models = [model_from_spec(s, seed=seed, device=device) for s in model_specs]
+    models = [model_from_spec(s, seed=seed, device=device, precision=resolved) for s in model_specs]
     results, _ = run_probe(models, data_root, suite_tasks, out_dir, config, max_frames, force, max_frame_utts,
                            feature_cache or None)
     mark_done(out_dir, fp, {"models": names})
@@ -141,7 +148,7 @@ def main(argv=None):
     probe(args.model, args.data_root, args.out_dir, args.suite, args.tasks, args.train_set, args.dev_set,
           args.test_set, args.layer, args.hidden, _floats(args.lrs, "lrs"),
           _floats(args.weight_decays, "weight_decays"), args.max_epochs, args.max_frames, args.seed,
-          args.device, args.force, args.max_frame_utts, args.feature_cache)
+          args.device, args.force, args.max_frame_utts, args.feature_cache, args.precision)
     return 0
 
 

@@ -37,6 +37,7 @@ from usad2.audio.io import load_audio
 from usad2.data.datadir import load_data_dir
 from usad2.errors import CheckpointError, ConfigError
 from usad2.utils.atomic import atomic_dir
+from usad2.utils.precision import autocast, resolve_precision
 from usad2.utils.stamp import file_digest, fingerprint, is_done, mark_done
 
 logger = logging.getLogger(__name__)
@@ -53,10 +54,23 @@ class ProbedModel:
     frame_offset = 0.0
     layer_names = None
     groups = None  # one group id per layer when the layers come from several models (ConcatProbe)
+    precision = "fp32"  # resolved compute precision (model_from_spec sets it)
 
     def identity(self):
         """JSON-able description that changes whenever the features would change."""
         raise NotImplementedError
+
+    @property
+    def uses_precision(self):
+        """True when a bf16 precision changes this model's features (torch compute)."""
+        return False
+
+    def cache_identity(self):
+        """identity() plus the precision where it changes the features (fp32 keeps the old key)."""
+        ident = self.identity()
+        if self.uses_precision and self.precision != "fp32":
+            ident = dict(ident, precision=self.precision)
+        return ident
 
     def extract(self, wavs, lengths):
         """(B, N) waves, (B,) lengths -> (list of num_layers (B, T, D) float tensors, (B,) frames)."""
@@ -88,8 +102,11 @@ class StudentProbe(ProbedModel):
     def identity(self):
         return self._identity
 
+    uses_precision = True
+
     def _extract(self, wavs, lengths):
-        out = self.model(wavs, lengths)
+        with autocast(self.precision, wavs.device):
+            out = self.model(wavs, lengths)
         return list(out.hidden_states), out.lengths
 
 
@@ -123,8 +140,12 @@ class TeacherProbe(ProbedModel):
     def identity(self):
         return {"kind": "teacher", "card": self.teacher.card.to_dict()}
 
+    @property
+    def uses_precision(self):
+        return self.teacher.torch_compute
+
     def _extract(self, wavs, lengths):
-        return self.teacher.extract(wavs, lengths, list(range(1, self.num_layers + 1)))
+        return self.teacher.extract(wavs, lengths, list(range(1, self.num_layers + 1)), precision=self.precision)
 
 
 class HeadsProbe(StudentProbe):
@@ -137,8 +158,9 @@ class HeadsProbe(StudentProbe):
         self.num_layers = len(head_inputs)
 
     def _extract(self, wavs, lengths):
-        out = self.model(wavs, lengths)
-        layers = [self.heads[key](out.hidden_states[layer]) for key, layer in self.head_inputs.items()]
+        with autocast(self.precision, wavs.device):
+            out = self.model(wavs, lengths)
+            layers = [self.heads[key](out.hidden_states[layer]) for key, layer in self.head_inputs.items()]
         return layers, out.lengths
 
 
@@ -173,7 +195,7 @@ class ConcatProbe(ProbedModel):
         self.frame_rate, self.frame_offset = fastest.frame_rate, fastest.frame_offset
 
     def identity(self):
-        return {"kind": "concat", "parts": [{"name": p.name, **p.identity()} for p in self.parts]}
+        return {"kind": "concat", "parts": [{"name": p.name, **p.cache_identity()} for p in self.parts]}
 
     def _extract(self, wavs, lengths):
         raise NotImplementedError("ConcatProbe is built from its parts' cached features (extract_features)")
@@ -261,8 +283,8 @@ def heads_from_checkpoint(ckpt, num_student_layers, where):
     return heads, {k: inputs[k] for k in heads}
 
 
-def model_from_spec(spec, seed=0, cache=None, device="cpu"):
-    """A ProbedModel from a `--model` spec.
+def model_from_spec(spec, seed=0, cache=None, device="cpu", precision="fp32"):
+    """A ProbedModel from a `--model` spec, extracting at `precision` (fp32, bf16 or auto).
 
     - `fbank`: the fbank baseline.
     - `NAME=PATH`: the student in an export (or a training checkpoint's encoder) at PATH.
@@ -275,6 +297,14 @@ def model_from_spec(spec, seed=0, cache=None, device="cpu"):
       recipe's `teachers_concat` topline); each part is named after its card, so it shares the
       feature cache of the same teacher probed as `CARD`.
     """
+    probed = _model_from_spec(spec, seed, cache, device)
+    resolved = resolve_precision(precision, device)
+    for part in getattr(probed, "parts", [probed]):
+        part.precision = resolved
+    return probed
+
+
+def _model_from_spec(spec, seed, cache, device):
     name, _, value = spec.partition("=")
     name = name.strip()
     if not name or not re.fullmatch(r"[A-Za-z0-9_.+-]+", name):
@@ -481,11 +511,11 @@ def extract_features(model, data_dir, cache_root, frame_utts=(), batch_seconds=6
                 for p in model.parts]
         return concat_features(model, sets)
     data_dir = os.fspath(data_dir)
-    identity = hashlib.sha256(json.dumps(model.identity(), sort_keys=True, default=str).encode()).hexdigest()
+    identity = hashlib.sha256(json.dumps(model.cache_identity(), sort_keys=True, default=str).encode()).hexdigest()
     where = hashlib.sha256(os.path.abspath(data_dir).encode()).hexdigest()[:8]
     path = os.path.join(cache_root, f"{model.name}-{identity[:10]}",
                         f"{os.path.basename(os.path.normpath(data_dir))}-{where}")
-    fp = fingerprint({"version": CACHE_VERSION, "model": model.identity(), "frames": sorted(frame_utts),
+    fp = fingerprint({"version": CACHE_VERSION, "model": model.cache_identity(), "frames": sorted(frame_utts),
                       "data_dir": os.path.abspath(data_dir)}, inputs=[data_dir])
     fresh = set() if fresh is None else fresh
     if (force and path not in fresh) or not is_done(path, fp):
