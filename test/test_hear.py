@@ -62,6 +62,18 @@ def test_embeddings_equal_hidden_states(export_path, audio):
         assert torch.equal(emb, out.hidden_states[layer])
 
 
+def test_bf16_embeddings_float32_and_close(export_path, audio):
+    path, _ = export_path
+    ref, ts_ref = hear.get_timestamp_embeddings(audio, hear.load_model(str(path)))
+    model = hear.load_model(str(path), precision="bf16")
+    emb, ts = hear.get_timestamp_embeddings(audio, model)
+    assert model.precision == "bf16" and emb.dtype == torch.float32 and torch.equal(ts, ts_ref)
+    rel = ((emb - ref).norm() / ref.norm()).item()
+    assert 0 < rel < 0.05
+    with pytest.raises(Exception, match="precision must be one of"):
+        hear.load_model(str(path), precision="fp16")
+
+
 def test_chunking_keeps_timestamps_exact(export_path, audio):
     path, stride = export_path
     whole = hear.load_model(str(path))

@@ -111,7 +111,21 @@ def test_model_config_selects_layers(exports, tmp_path):
     assert torch.equal(chosen[0], all_states[0]) and torch.equal(chosen[1], all_states[-1])
 
 
+def test_model_config_asks_for_bf16(exports, tmp_path):
+    cfg = tmp_path / "bf16.yaml"
+    cfg.write_text("precision: bf16\n")
+    full = UpstreamExpert(ckpt=exports[2])
+    fast = UpstreamExpert(ckpt=exports[2], model_config=str(cfg))
+    assert full.precision == "fp32" and fast.precision == "bf16"  # fp32 unless asked
+    wavs = _waves(seed=7)
+    with torch.no_grad():
+        ref, got = full(wavs)["hidden_states"][-1], fast(wavs)["hidden_states"][-1]
+    assert got.dtype == torch.float32 and got.shape == ref.shape
+    assert 0 < ((got - ref).norm() / ref.norm()).item() < 0.05
+
+
 @pytest.mark.parametrize("text,fragment", [
+    ("precision: fp16\n", "precision must be one of fp32, bf16, auto"),
     ("layrs: [1]\n", "unknown keys ['layrs']"),
     ("layers: [9]\n", "layer 9 is not in [-5, 5)"),
     ("layers: []\n", "non-empty list"),

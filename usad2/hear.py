@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from usad2.errors import AudioError
+from usad2.utils.precision import autocast
 
 sample_rate = 16000
 DEFAULT_CHUNK_SECONDS = 30.0
@@ -39,14 +40,17 @@ class HearModel(nn.Module):
 
     sample_rate = sample_rate
 
-    def __init__(self, model, layer=None, chunk_seconds=DEFAULT_CHUNK_SECONDS):
+    def __init__(self, model, layer=None, chunk_seconds=DEFAULT_CHUNK_SECONDS, precision="fp32"):
         super().__init__()
+        from usad2.utils.precision import resolve_precision
+
         if model.fbank_config.sample_rate != sample_rate:
             raise AudioError(f"HEAR audio is {sample_rate} Hz but the model expects {model.fbank_config.sample_rate} Hz")
         if layer is not None and not 0 <= layer <= model.config.num_layers:
             raise ValueError(f"layer must be in 0..{model.config.num_layers} or None, got {layer}")
         self.model = model.eval()
         self.layer = layer
+        self.precision = resolve_precision(precision, next(model.parameters()).device)
         stride = model.config.time_stride
         frames = int(chunk_seconds * 1000 / model.fbank_config.frame_shift_ms)
         self.chunk_frames = max(stride, frames - frames % stride)
@@ -95,20 +99,25 @@ class HearModel(nn.Module):
         for start in range(0, feats.shape[1], self.chunk_frames):
             chunk = feats[:, start:start + self.chunk_frames]
             chunk_lengths = (feat_lengths - start).clamp(min=0, max=chunk.shape[1])
-            out = self.model.encoder(chunk, chunk_lengths)
-            pieces.append(self.select(out))
+            with autocast(self.precision, chunk.device):
+                out = self.model.encoder(chunk, chunk_lengths)
+            pieces.append(self.select(out).float())
             out_lengths = out_lengths + out.lengths
         return torch.cat(pieces, dim=1), out_lengths
 
 
-def load_model(model_file_path="", layer=None, chunk_seconds=DEFAULT_CHUNK_SECONDS):
-    """HEAR entry point: the export (file or Hugging Face directory) wrapped as a HearModel (eval mode)."""
+def load_model(model_file_path="", layer=None, chunk_seconds=DEFAULT_CHUNK_SECONDS, precision="fp32"):
+    """HEAR entry point: the export (file or Hugging Face directory) wrapped as a HearModel (eval mode).
+
+    precision: fp32 (default, what the validator gets), bf16 (autocast of the encoder; the fbank
+    and the returned embeddings stay float32) or auto (bf16 where the hardware has bf16 matrix units).
+    """
     from usad2.errors import CheckpointError
     from usad2.models.export import load_export
 
     if not model_file_path:
         raise CheckpointError("usad2.hear.load_model needs the path of a usad2 export (the validator's --model)")
-    return HearModel(load_export(model_file_path), layer=layer, chunk_seconds=chunk_seconds)
+    return HearModel(load_export(model_file_path), layer=layer, chunk_seconds=chunk_seconds, precision=precision)
 
 
 def get_timestamp_embeddings(audio, model):

@@ -20,6 +20,8 @@ Optional `model_config` YAML (`-g`):
 
     layers: [0, 4, 8, 12]   # indices into [frontend, layer 1, ..., layer L]; negatives count
                             # from the end; default: all L + 1
+    precision: fp32         # fp32 (default), bf16 (autocast of the encoder; features returned
+                            # as float32) or auto (bf16 where the hardware has bf16 matrix units)
 """
 import os
 
@@ -28,13 +30,14 @@ import yaml
 from torch.nn.utils.rnn import pad_sequence
 
 from usad2.errors import CheckpointError, ConfigError
+from usad2.utils.precision import autocast, resolve_precision
 
-OPTION_KEYS = {"layers"}
+OPTION_KEYS = {"layers", "precision"}
 
 
 def load_options(model_config):
     """Read the optional YAML of `-g`; returns a dict with every key of OPTION_KEYS."""
-    options = {"layers": None}
+    options = {"layers": None, "precision": "fp32"}
     if model_config is None:
         return options
     if not os.path.isfile(model_config):
@@ -111,6 +114,10 @@ class UpstreamExpert(torch.nn.Module):
         self.layers = resolve_layers(options["layers"], self.num_states,
                                      source=model_config or "model_config")
         self._downsample_rate = downsample_rate(self.model)
+        try:
+            self.precision = resolve_precision(options["precision"], next(self.model.parameters()).device)
+        except ConfigError as e:
+            raise ConfigError(f"{model_config}: {e}") from None
         # one fbank window gives one output frame; shorter waves are zero-padded to it
         self.min_samples = self.model.fbank_config.window_samples
         self.eval()  # deterministic features; s3prl's runner calls .train() only with -f
@@ -125,6 +132,7 @@ class UpstreamExpert(torch.nn.Module):
         padded = pad_sequence([w.float() for w in wavs], batch_first=True)
         if padded.shape[1] < self.min_samples:
             padded = torch.nn.functional.pad(padded, (0, self.min_samples - padded.shape[1]))
-        out = self.model(padded, lengths)
-        states = [out.hidden_states[i] for i in self.layers]
+        with autocast(self.precision, padded.device):
+            out = self.model(padded, lengths)
+        states = [out.hidden_states[i].float() for i in self.layers]
         return {"hidden_states": states, "last_hidden_state": states[-1]}
