@@ -196,6 +196,11 @@ def test_heads():
     assert parse_head_key("wavlm_base_plus:L4") == ("wavlm_base_plus", 4)
     with pytest.raises(ValueError, match="two heads"):
         build_heads({("a.b", 1): 3, ("a_b", 1): 3}, in_dim=4)
+    linear = build_heads({("t", 1): 5}, in_dim=8, hidden_dim=0)["t:L1"]
+    assert [type(m).__name__ for m in linear] == ["Linear"] and linear.hidden_dim == 0
+    assert linear(torch.randn(2, 3, 8)).shape == (2, 3, 5) and sum(p.numel() for p in linear.parameters()) == 45
+    with pytest.raises(ValueError, match="0 = linear head"):
+        PredictionHead(8, 5, -1)
 
 
 def test_model_info_cli(repo_dir):

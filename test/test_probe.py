@@ -226,6 +226,12 @@ def test_student_export_and_heads_of_a_training_checkpoint(corpus, tmp_path):
     # the heads' outputs are the heads applied to the layers they read
     enc = extract_features(model_from_spec(f"student={tmp_path / 'last.pt'}"), corpus / "dev", tmp_path / "cache")
     assert np.allclose(enc.pooled[0], extract_features(student, corpus / "dev", tmp_path / "c2").pooled[0], atol=1e-5)
+    # linear heads (distill --head_hidden 0) are read back as linear heads
+    linear = build_heads({("yamnet", 2): 256}, 64, hidden_dim=0)
+    torch.save(dict(ckpt, heads=linear.state_dict(), head_inputs={"yamnet:L2": 2}), tmp_path / "linear.pt")
+    lin = model_from_spec(f"h=heads:{tmp_path / 'linear.pt'}")
+    assert [type(m).__name__ for m in lin.heads["yamnet:L2"]] == ["Linear"]
+    assert torch.equal(lin.heads["yamnet:L2"][0].weight, linear["yamnet:L2"][0].weight)
     # without recorded inputs the sparse rule maps K heads of a teacher onto floor(k L / K)
     del ckpt["head_inputs"]
     torch.save(ckpt, tmp_path / "rule.pt")

@@ -300,3 +300,11 @@ def test_param_groups_scale_the_heads_learning_rate_only():
     assert [(g["params"][0].shape, g["lr"], g["weight_decay"]) for g in four] == [
         (torch.Size([3, 4]), 1e-3, 0.01), (torch.Size([3]), 1e-3, 0.0),
         (torch.Size([2, 3]), pytest.approx(5e-3), 0.01), (torch.Size([2]), pytest.approx(5e-3), 0.0)]
+
+
+def test_linear_heads_train_and_are_saved_as_linear(corpus, tmp_path):
+    out = str(tmp_path / "linear")
+    main(argv(corpus, out, 2, "--head_hidden", "0", dev=False))
+    ckpt = torch.load(os.path.join(out, "checkpoints", "last.pt"), weights_only=True)
+    assert ckpt["heads"] and {k.split(".", 1)[1] for k in ckpt["heads"]} == {"0.weight", "0.bias"}
+    assert all(0 < r["loss"] < 50 for r in losses(out).values())

@@ -91,7 +91,8 @@ def build_parser():
     a("--stage2_teachers", type=_names, default=[], help="teachers whose LAST layer is distilled (stage 2)")
     a("--stage2_student_layer", type=int, default=-1, help="student layer predicting them (-1 = last)")
     a("--upscale_ranges", default=None, help="depth up-scaling of the --init model, e.g. 1-24,9-32")
-    a("--head_hidden", type=int, default=None, help="hidden width of the heads (default d_model)")
+    a("--head_hidden", type=int, default=None,
+      help="hidden width of the heads (default d_model; 0 = linear heads, one Linear per teacher layer)")
     a("--num_workers", type=int, default=1, help="audio decoding threads of the data pipeline")
     a("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     a("--threads", type=int, default=1, help="torch intra-op threads per process")

@@ -1,4 +1,4 @@
-"""Prediction heads: one Linear -> ReLU -> Linear per (teacher, distilled layer).
+"""Prediction heads: one Linear -> ReLU -> Linear per (teacher, distilled layer), or one Linear.
 
 Method: docs/method.md#32-prediction-heads.
 
@@ -10,11 +10,21 @@ from torch import nn
 
 
 class PredictionHead(nn.Sequential):
-    """Linear(in, hidden) -> ReLU -> Linear(hidden, out); hidden defaults to in_dim."""
+    """Linear(in, hidden) -> ReLU -> Linear(hidden, out); hidden defaults to in_dim.
+
+    hidden_dim 0 makes the head one Linear(in, out): the student's layer must then hold the
+    teacher's layer linearly, as a linear probe reads it, instead of leaving non-linear features
+    to the head (a candidate of the harmony study, egs/multidomain/RESULTS.md).
+    """
 
     def __init__(self, in_dim, out_dim, hidden_dim=None):
-        hidden_dim = hidden_dim or in_dim
-        super().__init__(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
+        hidden_dim = in_dim if hidden_dim is None else int(hidden_dim)
+        if hidden_dim < 0:
+            raise ValueError(f"head hidden width must be >= 0 (0 = linear head), got {hidden_dim}")
+        if hidden_dim == 0:
+            super().__init__(nn.Linear(in_dim, out_dim))
+        else:
+            super().__init__(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
         self.in_dim, self.out_dim, self.hidden_dim = in_dim, out_dim, hidden_dim
 
 

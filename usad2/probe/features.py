@@ -265,11 +265,15 @@ def heads_from_checkpoint(ckpt, num_student_layers, where):
     for key in sorted(params, key=lambda k: (parse_head_key(k)[0], parse_head_key(k)[1])):
         p = params[key]
         try:
-            hidden, in_dim = p["0.weight"].shape
-            head = PredictionHead(in_dim, p["2.weight"].shape[0], hidden)
+            if "2.weight" in p:
+                hidden, in_dim = p["0.weight"].shape
+                head = PredictionHead(in_dim, p["2.weight"].shape[0], hidden)
+            else:  # a linear head (--head_hidden 0)
+                out_dim, in_dim = p["0.weight"].shape
+                head = PredictionHead(in_dim, out_dim, 0)
             head.load_state_dict(p)
         except (KeyError, RuntimeError, ValueError) as e:
-            raise CheckpointError(f"{where}: head {key}: not a Linear-ReLU-Linear head ({e})") from None
+            raise CheckpointError(f"{where}: head {key}: not a Linear-ReLU-Linear or Linear head ({e})") from None
         heads[key] = head
     recorded = ckpt.get("head_inputs") or {}
     inputs = {}
