@@ -1,4 +1,4 @@
-"""The ablation driver (usad2.bin.ablate) and the recipe's ablation options (egs/TEMPLATE/usad2.sh).
+"""The ablation driver (usad2.studies.ablate) and the recipe's ablation options (egs/TEMPLATE/usad2.sh).
 
 The driver runs on the tiny synthetic teachers of test_distill_task with offline targets
 extracted once; the recipe options are checked by running stages 5-8 with an interpreter
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from test_distill_task import make_data_dir, write_cards
-from usad2.bin import ablate as A
 from usad2.errors import ConfigError
+from usad2.studies import ablate as A
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -97,10 +97,10 @@ def test_table_directions_and_markdown():
     assert checks[("no_music", "music")]["holds"] is False                   # 0.6 vs 0.7
     assert checks[("no_music", "pitch")]["diff"] == pytest.approx(0.4) and checks[("no_music", "pitch")]["beyond_noise"]
     assert checks[("omega1", "speech")]["diff"] == pytest.approx(0.15)
-    md = A.render_markdown(table, A.check_directions(table), "python -m usad2.bin.ablate X")
+    md = A.render_markdown(table, A.check_directions(table), "python -m usad2.studies.ablate X")
     assert "| full | 2 | 0.750 ± 0.071 |" in md
     assert "| no music teacher is worse on the music tasks (full vs no_music) | music | -0.100 | NO |" in md
-    assert "`python -m usad2.bin.ablate X`" in md
+    assert "`python -m usad2.studies.ablate X`" in md
 
 
 # ---- end to end on tiny synthetic teachers -----------------------------------------------------
@@ -164,7 +164,7 @@ def test_driver_end_to_end_stage1_only(shared, tmp_path, test_env):
     assert doc["table"]["full"]["entries"] == doc["table"]["no_stage2"]["entries"]   # the same model
     assert [c["worse"] for c in doc["directions"]] == ["fbank", "random_init"]
     md = (out / "ablations.md").read_text()
-    assert "| full | 1 |" in md and "| random_init | 1 |" in md and "python -m usad2.bin.ablate --grid" in md
+    assert "| full | 1 |" in md and "| random_init | 1 |" in md and "python -m usad2.studies.ablate --grid" in md
     assert (out / "ablations.png").stat().st_size > 1000
     ckpt = out / "runs" / "s1_full_seed0" / "checkpoints" / "last.pt"
     mtime = ckpt.stat().st_mtime

@@ -1,4 +1,4 @@
-"""Frequency resolution of the front end (usad2.probe.freq_resolution) and its study command."""
+"""Frequency resolution of the front end and its study command (usad2.studies.freq_resolution)."""
 import json
 
 import numpy as np
@@ -7,10 +7,9 @@ import torch
 import torchaudio
 
 from test_probe import _make_corpus
-from usad2.bin import freq_resolution as cli
 from usad2.errors import ConfigError
 from usad2.models.presets import get_preset
-from usad2.probe import freq_resolution as F
+from usad2.studies import freq_resolution as F
 
 
 def test_mel_centres_match_kaldi_filterbank():
@@ -52,7 +51,7 @@ def test_f1_preset_keeps_every_mel_row():
 
 
 def test_study_table_only(tmp_path, capsys):
-    assert cli.main(["--out", str(tmp_path / "f")]) == 0
+    assert F.main(["--out", str(tmp_path / "f")]) == 0
     md = (tmp_path / "f" / "freq_resolution.md").read_text()
     assert "| 250 | 14.9 | 18.4 | 1.23 | 2.37 |" in md and md in capsys.readouterr().out
     doc = json.loads((tmp_path / "f" / "freq_resolution.json").read_text())
@@ -63,7 +62,7 @@ def test_study_probes_weighted_and_frontend(tmp_path):
     corpus = tmp_path / "corpus"
     _make_corpus(corpus)
     models = ["fbank", "random_init=tiny", "random_f1=random:tiny_f1"]
-    doc = cli.study(str(tmp_path / "f"), str(corpus), models, frontend=["random_init", "random_f1"],
+    doc = F.study(str(tmp_path / "f"), str(corpus), models, frontend=["random_init", "random_f1"],
                     tasks="pitch_class", probe_kwargs={"max_epochs": 15, "lrs": (1e-2,), "weight_decays": (0.0,)})
     assert set(doc["weighted"]) == {"fbank", "random_init", "random_f1"}
     assert set(doc["frontend"]) == {"random_init", "random_f1"}
@@ -73,4 +72,4 @@ def test_study_probes_weighted_and_frontend(tmp_path):
     md = (tmp_path / "f" / "freq_resolution.md").read_text()
     assert "## Probes: frontend output only (layer 0)" in md and "| random_f1 |" in md
     with pytest.raises(ConfigError, match=r"--frontend: \['nope'\]"):
-        cli.study(str(tmp_path / "g"), str(corpus), models, frontend=["nope"], tasks="pitch_class")
+        F.study(str(tmp_path / "g"), str(corpus), models, frontend=["nope"], tasks="pitch_class")

@@ -1,6 +1,6 @@
 """The paper's ablations (docs/method.md §6) as one grid on shared offline targets -> one comparison table.
 
-    python -m usad2.bin.ablate --grid full,omega1,no_music,no_stage2,stage2_scratch \\
+    python -m usad2.studies.ablate --grid full,omega1,no_music,no_stage2,stage2_scratch \\
         --recipe_dir egs/multidomain --out exp/ablations --seeds 0,1,2 --max_steps 600 --plus_steps 200
 
 Variants (each trained per seed, then probed with the same suite):
@@ -11,7 +11,7 @@ Variants (each trained per seed, then probed with the same suite):
 - no_stage2: full's stage-1 model (the same run: nothing is trained twice).
 - stage2_scratch: stage 2 alone, from a random initialisation, for --plus_steps.
 - freq_stride1: as full with the student preset `<preset>_f1` (no frequency stride in the conv
-  subsampler: the remedy of the frequency-resolution study, usad2.probe.freq_resolution).
+  subsampler: the remedy of the frequency-resolution study, usad2.studies.freq_resolution).
 
 Every run reads the same --targets_dir (offline targets are never re-extracted); runs are
 child processes of `usad2.bin.distill` (resumed or skipped when rerun; --jobs of them at once).
@@ -35,7 +35,7 @@ from usad2.utils.cli import make_parser, run_main
 from usad2.utils.log import log_invocation, setup_logging
 from usad2.utils.stamp import fingerprint, is_done, mark_done
 
-logger = logging.getLogger("usad2.bin.ablate")
+logger = logging.getLogger("usad2.studies.ablate")
 VARIANTS = ("full", "omega1", "no_music", "no_stage2", "stage2_scratch", "freq_stride1")
 BASELINES = ("fbank", "random_init")
 # summary columns: (name, how to read it from a probe entry)
@@ -410,7 +410,7 @@ def main(argv=None):
     log_invocation(logger)
     import shlex
 
-    ablate(args, "python -m usad2.bin.ablate " + " ".join(shlex.quote(a) for a in argv))
+    ablate(args, "python -m usad2.studies.ablate " + " ".join(shlex.quote(a) for a in argv))
     return 0
 
 
