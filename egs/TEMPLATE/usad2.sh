@@ -54,7 +54,7 @@ plus_keep_stage1=false  # true: stage 6 keeps distilling the stage-1 teachers be
 omega=""                # domain weight ω of stages 5 and 6 (empty: the verb's default, 10; 1 = uniform)
 drop_teachers=""        # teacher cards removed from --teachers, comma-separated (ablation, e.g. basic_pitch)
 export_checkpoint=last.pt  # checkpoint (under <exp>/checkpoints/) that stage 7 exports
-precision=auto          # training compute precision of stages 5 and 6: fp32, bf16 (autocast) or auto (bf16 where the CPU/GPU has bf16 matrix units)
+precision=auto          # compute precision of stages 5, 6 (training) and 8 (probe features): fp32, bf16 (autocast) or auto (bf16 where the CPU/GPU has bf16 matrix units)
 distill_args=""         # extra options for stage 5 and 6 (e.g. "--max_steps 100")
 probe_args=""           # extra options for stage 8
 s3prl_probe=false       # true: stage 8 also runs s3prl's runner (-u usad2) on a demo classification task
@@ -296,7 +296,7 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
     "${_env[@]+"${_env[@]}"}" "${python}" -m usad2.bin.probe "${_models[@]}" --data_root "${dumpdir}/raw" \
         --train_set "${train_set}" --dev_set "${dev_set}" --test_set "${_tests[0]}" \
         --out_dir "${final_dir}/probe" --feature_cache "${expdir}/probe_features" \
-        --force "${force}" \
+        --force "${force}" --precision "${precision}" \
         "${probe_extra[@]+"${probe_extra[@]}"}"
     if [ "${s3prl_probe}" = true ]; then  # s3prl's own runner with -u usad2 on one demo label
         "${python}" -m usad2.bin.s3prl_probe --export "${final_dir}/export/model.pt" \

@@ -56,7 +56,7 @@ def get_parser():
                         help="utterances per data dir whose frames are kept for frame-level tasks")
     parser.add_argument("--seed", type=int, default=0, help="seed of probes, frame subsets and random_init")
     parser.add_argument("--device", default="cpu", help="device for feature extraction")
-    parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
+    parser.add_argument("--precision", default="auto", choices=list(PRECISIONS),
                         help="feature extraction of students and torch teachers: fp32, bf16 autocast, or auto "
                         "(bf16 where the CPU/GPU has bf16 matrix units); the probes themselves train in fp32")
     parser.add_argument("--num_threads", type=int, default=1, help="torch CPU threads")
@@ -97,7 +97,7 @@ def expand_specs(model_specs):
 def probe(model_specs, data_root, out_dir, suite="demo", tasks="", train_set="train", dev_set="dev",
           test_set="test", layer="weighted", hidden=0, lrs=(1e-3, 1e-2), weight_decays=(0.0, 1e-3),
           max_epochs=40, max_frames=20000, seed=0, device="cpu", force=False, max_frame_utts=200,
-          feature_cache="", precision="fp32"):
+          feature_cache="", precision="auto"):
     """Probe the models of `model_specs` on the suite; returns the results dict (results.json)."""
     suite_tasks = get_suite(suite, train_set, dev_set, test_set)
     if tasks:
