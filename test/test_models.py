@@ -56,12 +56,12 @@ def test_shapes_and_lengths_every_preset(name):
     assert torch.equal(cfg.output_length(lengths), expected)
     assert [cfg.output_length(n) for n in (203, 150, 9)] == expected.tolist()
     t = int(expected.max())
-    assert len(out.hidden_states) == cfg.num_layers + 1 and len(out.ffn_outputs) == cfg.num_layers
-    for h in out.hidden_states + out.ffn_outputs:
+    assert len(out.hidden_states) == cfg.num_layers + 1
+    for h in out.hidden_states:
         assert h.shape == (3, t, 32)
     assert torch.equal(out.padding_mask, torch.arange(t)[None] >= expected[:, None])
     # padded frames are exact zeros in every output
-    for h in out.hidden_states + out.ffn_outputs:
+    for h in out.hidden_states:
         assert h[out.padding_mask].abs().max() == 0
 
 
@@ -87,7 +87,7 @@ def test_padding_does_not_change_valid_outputs(stride):
         alone = model(feats[i:i + 1, :n], lengths[i:i + 1])
         t = int(alone.lengths[0])
         assert int(batch.lengths[i]) == t
-        for a, b in zip(batch.hidden_states + batch.ffn_outputs, alone.hidden_states + alone.ffn_outputs):
+        for a, b in zip(batch.hidden_states, alone.hidden_states):
             torch.testing.assert_close(a[i, :t], b[0], atol=1e-5, rtol=0)
 
 

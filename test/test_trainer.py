@@ -16,11 +16,11 @@ import time
 import pytest
 import torch
 
-from test_distill_task import make_data_dir, write_cards
+from test_distill_task import make_data_dir, mean_predictions, write_cards
 from usad2.bin.distill import main, replay_script
 from usad2.data.pipeline import EvalPipeline
 from usad2.distill import trainer as T
-from usad2.distill.task import EvalAccumulator, TargetStats, mean_predictions
+from usad2.distill.task import EvalAccumulator, TargetStats
 from usad2.errors import ConfigError
 from usad2.models.export import load_export, save_export, model_from_checkpoint
 from usad2.utils import dist

@@ -9,18 +9,15 @@ import torch.nn.functional as F
 def frame_loss(pred, target, mask, squared=False):
     """pred, target: (B, T, D); mask: (B, T) True on valid frames. Returns (B, T), 0 on padding.
 
-    Also returns the two terms (distance and cosine) separately for logging. `squared` replaces
-    the L1 term by the squared error (its optimum is the conditional mean, not the median: see
-    usad2.distill.task on sparse targets).
+    `squared` replaces the L1 term by the squared error (its optimum is the conditional mean,
+    not the median: see usad2.distill.task on sparse targets).
     """
     pred = pred.float()
     target = target.float()
     diff = pred - target
     l1 = (diff * diff if squared else diff.abs()).mean(dim=-1)
     cos = F.cosine_similarity(pred, target, dim=-1, eps=1e-8)
-    cos_term = -F.logsigmoid(cos)
-    m = mask.to(pred.dtype)
-    return (l1 + cos_term) * m, l1 * m, cos_term * m
+    return (l1 - F.logsigmoid(cos)) * mask.to(pred.dtype)
 
 
 def bernoulli_frame_loss(logits, target, mask, eps=1e-6):
@@ -37,11 +34,3 @@ def bernoulli_frame_loss(logits, target, mask, eps=1e-6):
     entropy = -(q * q.log() + (1 - q) * (1 - q).log())
     return (ce - entropy).clamp(min=0).mean(dim=-1) * mask.to(ce.dtype)
 
-
-def masked_mean(values, mask, weights=None):
-    """Mean of (B, T) `values` over valid frames, each utterance's frames weighted by weights[b]."""
-    m = mask.to(values.dtype)
-    if weights is not None:
-        m = m * weights.to(values.dtype).unsqueeze(1)
-    denom = mask.sum().clamp(min=1)
-    return (values * m).sum() / denom

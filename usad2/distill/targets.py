@@ -57,8 +57,6 @@ class OnlineTargets:
     precision: "bf16" runs torch teachers under bf16 autocast, as the student (fp32 otherwise).
     """
 
-    mode = "online"
-
     def __init__(self, teachers, layers, precision="fp32"):
         self.teachers = teachers
         self.layers = layers
@@ -91,8 +89,6 @@ class OfflineTargets:
     `cards` {name: TeacherCard} gives the frame rate; `layers` {name: [layer ids]} must all have
     been extracted (an error says which are missing and how to extract them).
     """
-
-    mode = "offline"
 
     def __init__(self, root, set_name, cards, layers):
         self.cards = cards
@@ -158,7 +154,6 @@ class LogitTargets:
         self.provider = provider
         self.layers = {name: set(pos) for name, pos in layers.items() if pos}
         self.eps = eps
-        self.mode = provider.mode
 
     def get(self, batch, device="cpu"):
         out = self.provider.get(batch, device)

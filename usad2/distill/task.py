@@ -242,7 +242,7 @@ class DistillTask:
                                           spec.frame_rate, self.student_offset, spec.frame_offset,
                                           self.tolerance, spec.name, list(batch.utts))
             values = (bernoulli_frame_loss(pred, target, mask) if bce
-                      else frame_loss(pred, target, mask, squared=key in self.squared_keys)[0])
+                      else frame_loss(pred, target, mask, squared=key in self.squared_keys))
             yield m, key, values, mask
 
     def local_sums(self, preds, pred_lengths, targets, batch, normalised=True):
@@ -323,12 +323,3 @@ def denormalise_preds(task, preds):
         else:
             out[k] = v if task.stats is None else task.stats.denormalise(k, v.float())
     return out
-
-
-def mean_predictions(task, pred_lengths, num_frames):
-    """A predictor that outputs each target dimension's training mean at every student frame."""
-    if task.stats is None or not task.stats.stats:
-        raise ConfigError("the mean predictor needs target statistics (TargetStats)")
-    b = pred_lengths.shape[0]
-    return {key: task.stats.stats[key]["mean"].to(pred_lengths.device).expand(b, num_frames, -1)
-            for _, _, key in task.heads}

@@ -3,7 +3,7 @@
 Method: docs/method.md#1-student-encoder.
 
 Input is the 100 Hz, 128-bin normalised log-mel fbank of `usad2.audio.frontend`; output is every
-layer's hidden state and every block's FFN output at 100 / time_stride Hz.
+layer's hidden state at 100 / time_stride Hz.
 
 Architecture and the choices the paper leaves open (each is a field of `EncoderConfig`):
 
@@ -123,9 +123,8 @@ class EncoderConfig:
 
 
 class EncoderOutput(NamedTuple):
-    """hidden_states: L+1 x (B, T', d); ffn_outputs: L x (B, T', d); lengths (B,); padding_mask (B, T') True = pad."""
+    """hidden_states: L+1 x (B, T', d); lengths (B,); padding_mask (B, T') True = pad."""
     hidden_states: List[torch.Tensor]
-    ffn_outputs: List[torch.Tensor]
     lengths: torch.Tensor
     padding_mask: torch.Tensor
 
@@ -256,7 +255,7 @@ class FeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LN block: x + drop(attn(LN(x))), then x + drop(ffn(LN(x))); also returns the FFN output."""
+    """Pre-LN block: x + drop(attn(LN(x))), then x + drop(ffn(LN(x)))."""
 
     def __init__(self, config):
         super().__init__()
@@ -269,8 +268,7 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x, pos_emb, padding_mask):
         x = x + self.dropout(self.attn(self.attn_norm(x), pos_emb, padding_mask))
-        ffn_out = _zero_pad(self.ffn(self.ffn_norm(x)), padding_mask)
-        return _zero_pad(x + self.dropout(ffn_out), padding_mask), ffn_out
+        return _zero_pad(x + self.dropout(self.ffn(self.ffn_norm(x))), padding_mask)
 
 
 class StudentEncoder(nn.Module):
@@ -293,14 +291,12 @@ class StudentEncoder(nn.Module):
         padding_mask = make_padding_mask(lengths, x.shape[1])
         x = self.pos_conv(_zero_pad(x, padding_mask), padding_mask)
         pos_emb = relative_sinusoids(x.shape[1], self.config.d_model, x.device, x.dtype)
-        hidden, ffns = [x], []
+        hidden = [x]
         x = self.dropout(x)
-        for i, layer in enumerate(self.layers):
-            if self.training and self.config.layerdrop > 0 and torch.rand(()) < self.config.layerdrop:
-                ffns.append(torch.zeros_like(x))  # dropped layer: identity, no FFN contribution
-            else:
-                x, ffn_out = layer(x, pos_emb, padding_mask)
-                ffns.append(ffn_out)
+        for layer in self.layers:
+            # a dropped layer (layerdrop, training only) is the identity
+            if not (self.training and self.config.layerdrop > 0 and torch.rand(()) < self.config.layerdrop):
+                x = layer(x, pos_emb, padding_mask)
             hidden.append(x)
         hidden[-1] = _zero_pad(self.final_norm(x), padding_mask)
-        return EncoderOutput(hidden, ffns, lengths, padding_mask)
+        return EncoderOutput(hidden, lengths, padding_mask)

@@ -1,18 +1,15 @@
 """Named encoder sizes (docs/method.md#1-student-encoder): `get_preset(name) -> EncoderConfig`.
 
-Parameter counts with this architecture (counted on the meta device, see `count_parameters`):
-tiny 0.55 M, small 25.57 M, base 98.85 M, large 338.0 M, xlarge 694.6 M, xxlarge 1035.7 M,
-matching the paper's 25.6 / 98.9 / 338 / 695 / 1036 M. 25 Hz presets use time_stride 4 and
-freq_stride 4 (the extra x2 stride of docs/method.md#5-scaling in both axes of the second conv).
-Every preset has a `_f1` variant with freq_stride 1 (tiny_f1: 0.82 M parameters against 0.55 M).
+The sizes and their parameter counts against the paper's are tabulated in docs/method.md §1
+(`python -m usad2.bin.model_info --preset NAME` counts them, on the meta device). 25 Hz presets
+use time_stride 4 and freq_stride 4 (the extra x2 stride of docs/method.md#5-scaling in both axes
+of the second conv). Every preset has a `_f1` variant with freq_stride 1.
 
-`mini` (2.56 M) is the demo recipe's student: tiny's depth at three times its width, with half
-the conv channels. Measured on the default demo corpus (500 stage-1 steps, seed 0, linear probe
-overall mean; egs/multidomain/RESULTS.md): tiny 0.327, d_model 128 0.428, mini 0.466, against
-fbank 0.376 and a random mini 0.389; the 64-wide tiny student has too little room to keep the
-input's pitch while fitting three teachers, mini keeps it (pitch_class 0.26 -> 0.71). Halving
-the conv channels pays for the width: the 64-channel second conv at 50 Hz is most of tiny's
-FLOPs, so a mini training step costs about 1.1x tiny's on one CPU thread.
+`mini` is the demo recipe's student: tiny's depth at three times its width, with half the conv
+channels. Why: the 64-wide tiny student has too little room to keep the input's pitch while
+fitting three teachers, and halving the conv channels pays for the width (the 64-channel second
+conv at 50 Hz is most of tiny's FLOPs). The measurements are in egs/multidomain/RESULTS.md
+section 4.
 """
 import dataclasses
 
