@@ -31,11 +31,14 @@ def _loaded(out):
 
 # ------------------------------------------------------------------------------- LibriSpeech
 
-@pytest.fixture
-def librispeech(tmp_path):
-    root = tmp_path / "LibriSpeech"
-    for subset, spk, chapter, n in (("train-clean-100", "103", "1240", 2),
-                                    ("dev-clean", "84", "121123", 1)):
+# Each fake_<corpus>(root) writes a tiny corpus in the corpus's published layout under `root`
+# and returns it; the recipe's stage-1 test (test_recipe_corpora.py) prepares the same trees.
+
+LIBRISPEECH_CHAPTERS = (("train-clean-100", "103", "1240", 2), ("dev-clean", "84", "121123", 1))
+
+
+def fake_librispeech(root, chapters=LIBRISPEECH_CHAPTERS):
+    for subset, spk, chapter, n in chapters:
         folder = root / subset / spk / chapter
         lines = []
         for k in range(n):
@@ -48,6 +51,11 @@ def librispeech(tmp_path):
         "84   | F | dev-clean        |  8.02 | Christie Nowak\n"
         "103  | F | train-clean-100  | 25.03 | Karen Savage\n")
     return root
+
+
+@pytest.fixture
+def librispeech(tmp_path):
+    return fake_librispeech(tmp_path / "LibriSpeech")
 
 
 def test_librispeech(librispeech, tmp_path):
@@ -91,13 +99,17 @@ def test_merge_activity():
     assert merge_activity([[3, 3], [1, 2]], 20) == [(1, 2)]
 
 
-def test_librilight(tmp_path):
-    root = tmp_path / "librilight"
+def fake_librilight(root):
     book = root / "small" / "100" / "sea_fairies_0812_librivox_64kb_mp3"
     _audio(book / "01_baum_sea_fairies_64kb.flac", seconds=3.0, sr=8000)
     (book / "01_baum_sea_fairies_64kb.json").write_text(json.dumps(
         {"speaker": "100", "voice_activity": [[0.1, 0.9], [1.0, 1.8], [2.0, 2.9]]}))
     _audio(book / "02_baum_sea_fairies_64kb.flac", seconds=2.5, sr=8000)  # no json
+    return root
+
+
+def test_librilight(tmp_path):
+    root = fake_librilight(tmp_path / "librilight")
     prepare_librilight(root, tmp_path / "out", chunk_seconds=1.0)
     data = _loaded(tmp_path / "out")
     rec1 = "100-sea_fairies_0812_librivox_64kb_mp3-01_baum_sea_fairies_64kb"
@@ -114,8 +126,7 @@ CV_HEADER = ("client_id\tpath\tsentence_id\tsentence\tsentence_domain\tup_votes\
              "\tage\tgender\taccents\tvariant\tlocale\tsegment\n")
 
 
-def test_commonvoice(tmp_path):
-    root = tmp_path / "cv-corpus-17.0-2024-03-15"
+def fake_commonvoice(root):
     clips = root / "en" / "clips"
     for k in (1, 2, 3):
         _audio(clips / f"common_voice_en_{k}.mp3", sr=48000, fmt="MP3")
@@ -126,6 +137,11 @@ def test_commonvoice(tmp_path):
         + "def456\tcommon_voice_en_2.mp3\ts2\t\"Quoted\" words\t\t2\t0\t\t\t\t\ten\t\n")
     (root / "en" / "test.tsv").write_text(
         CV_HEADER + "def456\tcommon_voice_en_3.mp3\ts3\tThird\t\t2\t0\t\t\t\t\ten\t\n")
+    return root
+
+
+def test_commonvoice(tmp_path):
+    root = fake_commonvoice(tmp_path / "cv-corpus-17.0-2024-03-15")
     prepare_commonvoice(root, tmp_path / "out", lang="en")
     data = _loaded(tmp_path / "out")
     assert data.utt_ids == ["common_voice_en_1", "common_voice_en_2"]
@@ -141,8 +157,8 @@ def test_commonvoice(tmp_path):
 
 # --------------------------------------------------------------------------------- VoxPopuli
 
-def test_voxpopuli(tmp_path):
-    base = tmp_path / "vp" / "transcribed_data" / "en"
+def fake_voxpopuli(root):
+    base = root / "transcribed_data" / "en"
     header = ("id\traw_text\tnormalized_text\tspeaker_id\tsplit\tgender\t"
               "is_gold_transcript\taccent\n")
     rows = ["20180418-0900-PLENARY-4-en_20180418-10:28:16_2\tThank You.\tthank you\t4405"
@@ -154,8 +170,13 @@ def test_voxpopuli(tmp_path):
         _audio(base / utt[:4] / f"{utt}.ogg", fmt="OGG", subtype="VORBIS")
     base.mkdir(parents=True, exist_ok=True)
     (base / "asr_train.tsv").write_text(header + "".join(rows))
-    _audio(tmp_path / "vp" / "unlabelled_data" / "en" / "2019" / "20190115-0900-PLENARY_en_3.ogg",
+    _audio(root / "unlabelled_data" / "en" / "2019" / "20190115-0900-PLENARY_en_3.ogg",
            fmt="OGG", subtype="VORBIS")
+    return root
+
+
+def test_voxpopuli(tmp_path):
+    fake_voxpopuli(tmp_path / "vp")
     prepare_voxpopuli(tmp_path / "vp", tmp_path / "out")
     data = _loaded(tmp_path / "out")
     utt = "20180418-0900-PLENARY-4-en_20180418-10:28:16_2"
@@ -169,8 +190,7 @@ def test_voxpopuli(tmp_path):
 
 # -------------------------------------------------------------------------------- GigaSpeech
 
-def test_gigaspeech(tmp_path):
-    root = tmp_path / "GigaSpeech"
+def fake_gigaspeech(root):
     _audio(root / "audio" / "podcast" / "P0000" / "POD0000000001.opus", seconds=3.0,
            fmt="OGG", subtype="OPUS")
     _audio(root / "audio" / "youtube" / "P0001" / "YOU0000000002.opus", seconds=1.0,
@@ -187,6 +207,11 @@ def test_gigaspeech(tmp_path):
          "source": "youtube", "category": "Education", "segments": [
              seg("YOU0000000002_S0000000", 0.0, 0.8, "SECOND", ["{XL}"])]}]}
     (root / "GigaSpeech.json").write_text(json.dumps(meta))
+    return root
+
+
+def test_gigaspeech(tmp_path):
+    root = fake_gigaspeech(tmp_path / "GigaSpeech")
     prepare_gigaspeech(root, tmp_path / "xs", subsets=["XS"])
     xs = _loaded(tmp_path / "xs")
     assert xs.utt_ids == ["POD0000000001_S0000000"] and list(xs.wav_scp) == ["POD0000000001"]
@@ -202,8 +227,7 @@ def test_gigaspeech(tmp_path):
 
 # ---------------------------------------------------------------------------------- AudioSet
 
-def test_audioset(tmp_path):
-    root = tmp_path / "audioset"
+def fake_audioset(root):
     (root / "metadata").mkdir(parents=True)
     (root / "metadata" / "balanced_train_segments.csv").write_text(
         "# Segments csv created Sun Mar  5 10:54:31 2017\n"
@@ -218,6 +242,11 @@ def test_audioset(tmp_path):
     _audio(root / "audio" / "balanced" / "Y--PJHxphWEs_30.000_40.000.wav")
     _audio(root / "audio" / "balanced" / "-0RWZT-miFs_420000.flac", sr=44100)
     _audio(root / "audio" / "eval" / "Y0Ev1lGwKx0k.wav")
+    return root
+
+
+def test_audioset(tmp_path):
+    root = fake_audioset(tmp_path / "audioset")
     prepare_audioset(root, tmp_path / "out")
     data = _loaded(tmp_path / "out")
     assert data.utt_ids == ["Y--PJHxphWEs_30000", "Y-0RWZT-miFs_420000", "Y0Ev1lGwKx0k_10000"]
@@ -233,8 +262,7 @@ def test_audioset(tmp_path):
 
 # ------------------------------------------------------------------------------- MTG-Jamendo
 
-def test_jamendo(tmp_path):
-    root = tmp_path / "mtg-jamendo-dataset"
+def fake_jamendo(root):
     (root / "data").mkdir(parents=True)
     (root / "data" / "autotagging.tsv").write_text(
         "TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS\n"
@@ -243,6 +271,11 @@ def test_jamendo(tmp_path):
         "\tinstrument---electricguitar\tmood/theme---energetic\tgenre---pop\n")
     _audio(root / "audio" / "14" / "214.mp3", fmt="MP3")
     _audio(root / "audio" / "82" / "382.low.mp3", fmt="MP3")
+    return root
+
+
+def test_jamendo(tmp_path):
+    root = fake_jamendo(tmp_path / "mtg-jamendo-dataset")
     prepare_jamendo(root, tmp_path / "out")
     data = _loaded(tmp_path / "out")
     assert data.utt_ids == ["track_0000214", "track_0000382"]

@@ -64,8 +64,8 @@ cat > "${tmp}/local/data.sh" <<'EOF'
 #   wav.scp     "<utt-id> <audio path>" (any format sox reads), sorted by utt-id
 #   utt2domain  "<utt-id> speech|audio|music|unknown" (drives the domain-aware weights)
 #   optional: segments, utt2spk, utt2<label> files for probing
-# Use a corpus preparer of usad2.data (prepare_<corpus>(root, out)) when one exists, e.g.
-#   "${USAD2_PYTHON:-python3}" -m usad2.bin.prepare_data ...
+# Use a corpus preparer of usad2.data.corpora when one exists (egs/multidomain/local/data.sh), e.g.
+#   "${USAD2_PYTHON:-python3}" -m usad2.bin.prepare_corpus --corpus librispeech --root ... --out ...
 # Corpus roots are machine-specific: put them in the git-ignored db.local.sh (path.sh sources
 # it), never in tracked files. Delete the two lines at the end once this script does its job.
 set -euo pipefail
