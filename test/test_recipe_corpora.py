@@ -134,3 +134,18 @@ def test_real_corpora_refuse_a_demo_data_dir(recipe, corpora):
     (recipe / "data" / ".done").write_text("demo\n")
     r = run(["local/data.sh", "--corpora", f"jamendo={corpora['jamendo']}"], recipe, timeout=60)
     assert r.returncode != 0 and "data holds the demo corpus" in r.stderr
+
+
+@pytest.mark.parametrize("size, lr", [("small", 8e-4), ("large", 1.5e-3)])
+def test_paper_configs_are_distill_options(repo_dir, tmp_path, size, lr):
+    """conf/paper/ holds the paper's values (docs/method.md §3.8, §4) under valid option names."""
+    from usad2.bin.distill import parse_args
+
+    conf = repo_dir / "egs" / "multidomain" / "conf" / "paper"
+    common = ["--train_data", str(tmp_path), "--out", str(tmp_path / "exp"), "--teacher_mode", "online"]
+    stage1 = parse_args(["--config", str(conf / f"distill_{size}.yaml")] + common)
+    assert (stage1.lr, stage1.batch_seconds, stage1.schedule) == (lr, 800, "linear")
+    stage2 = parse_args(["--config", str(conf / f"plus_{size}.yaml")] + common)
+    assert (stage2.max_steps, stage2.batch_seconds) == (50000, 800)
+    for name in (f"distill_{size}.yaml", f"plus_{size}.yaml"):
+        assert "NOT RUN HERE" in (conf / name).read_text()
