@@ -4,6 +4,8 @@
 #   ./run.sh --demo_size tiny         the CI-sized corpus
 #   ./run.sh --stage 5 --stop_stage 7 only distil and export
 #   ./run.sh --help                   every option of ../TEMPLATE/usad2.sh with its value here
+# Real corpora instead of the demo (roots in db.local.sh; README "Real corpora"):
+#   ./run.sh --local_data_opts "--corpora librispeech,audioset,jamendo" --datadir data_real --dumpdir dump_real
 # The paper's teachers, from local checkpoints (nothing is downloaded; README "Paper teachers"):
 #   ./run.sh --teachers wavlm_base_plus,atst_frame,muq \
 #       --plus_teachers whisper_large_v3,af_whisper --run_plus true \
