@@ -45,7 +45,7 @@ def test_core_never_imports_studies():
 def test_studies_run_as_modules():
     studies = os.path.join(PACKAGE, "studies")
     names = sorted(n[:-3] for n in os.listdir(studies) if n.endswith(".py") and n != "__init__.py")
-    assert names == ["ablate", "freq_resolution"]
+    assert names == ["ablate", "chord_cv", "freq_resolution"]
     for name in names:
         source = open(os.path.join(studies, name + ".py"), encoding="utf-8").read()
         assert 'if __name__ == "__main__":' in source
