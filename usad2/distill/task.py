@@ -23,24 +23,12 @@ Pieces (docs/method.md §3 and §4):
   targets. Dev losses are always reported in ORIGINAL units (predictions de-standardised), so
   runs with and without it compare directly.
 
-Why standardisation is the default (measured 2026-11-26, CPU, this code): the tiny demo corpus
-(`prepare_demo --size tiny`, train 196 utterances / 5.5 min, dev set `dev`), offline targets of
-speech_embedding (L2, L3, L4), yamnet (L2, L4, L6) and basic_pitch (L1-L3), tiny student, 300
-steps, 16 s batches of 2 s crops, lr 2e-3, seed 0. Dev loss in original units (lower is better):
-
-    head                      training-mean predictor   --target_norm none   standardize
-    total (weighted)                  0.9885                  0.9502             0.8636
-    speech_embedding:L4               5.3192                  5.4183             4.5847
-    speech_embedding:L2               0.6575                  0.6043             0.5681
-    yamnet:L2                         0.5033                  0.4684             0.4546
-    basic_pitch:L2                    0.3592                  0.3559             0.3544
-
-The demo teachers' scales differ by orders of magnitude (speech_embedding's final embedding
-has an L1 of ~5 per dimension, basic-pitch's posteriors ~0.02): without standardisation the
-large-scale head dominates the gradient yet still ends WORSE than the mean predictor, while
-with it every head beats the mean predictor and the total is 9 % lower. On the synthetic
-test teachers (scales 30 / 1 / 0.05) it was 1.465 vs 1.536 (mean predictor 2.524), same
-direction. The paper does not say whether it normalises; `--target_norm none` is the raw loss.
+Why standardisation is the default: the demo teachers' scales differ by orders of magnitude
+(speech_embedding's final embedding has an L1 of ~5 per dimension, basic-pitch's posteriors
+~0.02); without it the large-scale head dominates the gradient and still ends worse than the
+mean predictor, with it every head beats the mean predictor (the measurement:
+egs/multidomain/RESULTS.md, "Target standardisation"). The paper does not say whether it
+normalises; `--target_norm none` is the raw loss.
 """
 import dataclasses
 import fractions
