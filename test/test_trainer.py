@@ -308,3 +308,15 @@ def test_linear_heads_train_and_are_saved_as_linear(corpus, tmp_path):
     ckpt = torch.load(os.path.join(out, "checkpoints", "last.pt"), weights_only=True)
     assert ckpt["heads"] and {k.split(".", 1)[1] for k in ckpt["heads"]} == {"0.weight", "0.bias"}
     assert all(0 < r["loss"] < 50 for r in losses(out).values())
+    # stage 2 keeping the stage-1 heads, --head_hidden unset: the heads stay linear and continue;
+    # a rerun with more steps resumes them (strict load) without the option either
+    plus = str(tmp_path / "plus")
+    args = argv(corpus, plus, 1, "--init", os.path.join(out, "checkpoints", "last.pt"), "--stage2_teachers",
+                "tiny_music", "--drop_stage1", "false", "--teachers", "tiny_speech", "--lr", "1e-12", dev=False)
+    main(args)
+    kept = torch.load(os.path.join(plus, "checkpoints", "last.pt"), weights_only=True)["heads"]
+    assert T.heads_hidden(kept) == 0 and T.heads_hidden(ckpt["heads"]) == 0
+    key = "tiny_speech:L2.0.weight"
+    assert torch.allclose(kept[key], ckpt["heads"][key], atol=1e-6)
+    main(args[:args.index("--max_steps") + 1] + ["2"] + args[args.index("--max_steps") + 2:])
+    assert sorted(losses(plus)) == [1, 2]

@@ -212,6 +212,15 @@ def teacher_specs(cfg, num_student_layers):
     return specs
 
 
+def heads_hidden(heads_state):
+    """The hidden width of saved prediction heads: 0 for linear heads, None when there are none."""
+    if not heads_state:
+        return None
+    if not any(k.endswith(".2.weight") for k in heads_state):
+        return 0
+    return int(next(v.shape[0] for k, v in heads_state.items() if k.endswith(".0.weight")))
+
+
 def load_init_heads(model, heads_state, cfg):
     """Copy heads of the init checkpoint whose key and shape match (unless dropped)."""
     if not heads_state or (cfg.get("stage2_teachers") and cfg.get("drop_stage1", True)):
@@ -349,7 +358,10 @@ class Trainer:
             student, init_heads = build_student(cfg)
         self.student = student
         self.specs = teacher_specs(cfg, student.config.num_layers)
-        model = DistillModel(student, self.specs, cfg.get("head_hidden"))
+        hidden = cfg.get("head_hidden")
+        if hidden is None:  # unset: the heads continue as they were (a resume, or kept stage-1 heads)
+            hidden = heads_hidden(ckpt["heads"] if ckpt else init_heads)
+        model = DistillModel(student, self.specs, hidden)
         if ckpt:
             student.load_state_dict(ckpt["model"], strict=True)
             model.heads.load_state_dict(ckpt["heads"], strict=True)
