@@ -74,6 +74,7 @@ def test_recipe_stage_1_runs_in_a_copy(repo_copy):
     (["--stagee", "1"], "unknown option 'stagee'"),
     (["--demo_size", "huge", "--stop_stage", "-1"], "--demo_size: tiny, default or large, got 'huge'"),
     (["--teacher_mode", "both", "--stop_stage", "-1"], "--teacher_mode: offline or online"),
+    (["--precision", "fp16", "--stop_stage", "-1"], "--precision: fp32, bf16 or auto, got 'fp16'"),
     (["--force", "yes"], "option 'force' takes true or false"),
     (["--python", "/nonexistent/python", "--stop_stage", "-1"], "--python: '/nonexistent/python' not found"),
 ])
