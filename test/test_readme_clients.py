@@ -5,6 +5,10 @@ Every ```sh block of README.md between "### ESPnet and s3prl.nn.S3PRLUpstream" a
 "### Teachers" runs in bash (-e -o pipefail) with EXP pointing at a temporary experiment dir and
 the venv first on PATH; lines starting with "#" are comments (the xares.run / xares_llm.run lines
 need those benchmarks' data downloads and, for XARES-LLM, a package not on the registry).
+
+With $USAD2_README_EXP set to a real experiment dir (CI: the tiny recipe's `exp/ci_tiny_plus`),
+the blocks run on that export instead, as a user would after the quick start; the printed shapes
+then depend on the model, so only each client's success line is checked.
 """
 import os
 import re
@@ -26,6 +30,14 @@ EXPECTED = {  # heading -> what the block prints on the tiny 50 Hz export
     "XARES-LLM": "(2, 49, 64) [49, 49] 64",
     "Hugging Face transformers": "5 hidden states (2, 49, 64) [49, 49]",
 }
+SUCCESS = {  # what every export prints, whatever its size
+    "ESPnet and s3prl.nn.S3PRLUpstream": "hidden states (2, 100, ",
+    "HEAR": "Looks good!",
+    "X-ARES": "X-ARES checker: ok",
+    "XARES-LLM": "(2, 49, ",
+    "Hugging Face transformers": "hidden states (2, 49, ",
+}
+README_EXP = os.environ.get("USAD2_README_EXP")
 
 
 def _blocks(repo_dir):
@@ -51,6 +63,11 @@ def test_exp_is_set_before_the_client_sections(repo_dir):
 
 @pytest.fixture(scope="module")
 def exp(tmp_path_factory):
+    if README_EXP:
+        from pathlib import Path
+
+        assert (Path(README_EXP) / "export" / "model.pt").is_file(), f"{README_EXP}: no export/model.pt"
+        return Path(README_EXP)
     root = tmp_path_factory.mktemp("readme_exp")
     torch.manual_seed(0)
     save_export(Usad2Model(get_preset("tiny")), root / "export" / "model.pt")
@@ -72,6 +89,6 @@ def test_readme_block_runs(repo_dir, exp, tmp_path, client):
     proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", blocks[client]], cwd=repo_dir, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert EXPECTED[client] in proc.stdout, proc.stdout[-2000:]
+    assert (SUCCESS if README_EXP else EXPECTED)[client] in proc.stdout, proc.stdout[-2000:]
     if client == "Hugging Face transformers":
         assert (exp / "export" / "hf" / "README.md").is_file()
