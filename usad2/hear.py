@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from usad2.errors import AudioError
-from usad2.utils.precision import autocast
+from usad2.utils.precision import autocast, resolve_precision
 
 sample_rate = 16000
 DEFAULT_CHUNK_SECONDS = 30.0
@@ -42,8 +42,6 @@ class HearModel(nn.Module):
 
     def __init__(self, model, layer=None, chunk_seconds=DEFAULT_CHUNK_SECONDS, precision="fp32"):
         super().__init__()
-        from usad2.utils.precision import resolve_precision
-
         if model.fbank_config.sample_rate != sample_rate:
             raise AudioError(f"HEAR audio is {sample_rate} Hz but the model expects {model.fbank_config.sample_rate} Hz")
         if layer is not None and not 0 <= layer <= model.config.num_layers:

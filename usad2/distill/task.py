@@ -101,9 +101,7 @@ class DistillModel(nn.Module):
         return max(self.head_inputs.values()) == self.student.config.num_layers
 
     def forward(self, wavs, lengths):
-        # the fbank front end always runs in float32, outside any bf16 autocast of the caller
-        with torch.autocast(device_type=wavs.device.type, enabled=False):
-            feats, feat_lengths = self.student.features(wavs, lengths)
+        feats, feat_lengths = self.student.features(wavs, lengths)  # fp32 even under autocast
         out = self.student.encoder(feats, feat_lengths)
         preds = {key: self.heads[key](out.hidden_states[layer]) for key, layer in self.head_inputs.items()}
         return preds, out.lengths
