@@ -54,7 +54,7 @@ plus_keep_stage1=false  # true: stage 6 keeps distilling the stage-1 teachers be
 omega=""                # domain weight ω of stages 5 and 6 (empty: the verb's default, 10; 1 = uniform)
 drop_teachers=""        # teacher cards removed from --teachers, comma-separated (ablation, e.g. basic_pitch)
 export_checkpoint=last.pt  # checkpoint (under <exp>/checkpoints/) that stage 7 exports
-precision=auto          # compute precision of stages 5, 6 (training) and 8 (probe features): fp32, bf16 (autocast) or auto (bf16 where the CPU/GPU has bf16 matrix units)
+precision=auto          # compute precision of stages 4 (torch teachers), 5, 6 (training) and 8 (probe features): fp32, bf16 (autocast) or auto (bf16 where the CPU/GPU has bf16 matrix units)
 distill_args=""         # extra options for stage 5 and 6 (e.g. "--max_steps 100")
 probe_args=""           # extra options for stage 8
 s3prl_probe=false       # true: stage 8 also runs s3prl's runner (-u usad2) on a demo classification task
@@ -211,7 +211,7 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
             for dset in "${train_set}_mix" "${dev_set}"; do
                 out="${dumpdir}/targets/${teacher}/${dset}"
                 _x=(--teacher "${teacher}" --data "${dumpdir}/raw/${dset}" --out "${out}" --nj "${nj}"
-                    --progress false "${_c[@]+"${_c[@]}"}")
+                    --progress false --precision "${precision}" "${_c[@]+"${_c[@]}"}")
                 "${extract_launcher[@]}" JOB=1:"${nj}" "${out}/log/extract.JOB.log" \
                     "${python}" -m usad2.bin.extract_teacher "${_x[@]}" --job JOB --force "${force}"
                 # every shard is stamped now: this merges them (and checks they are complete)
