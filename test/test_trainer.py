@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from test_distill_task import make_data_dir, mean_predictions, write_cards
-from usad2.bin.distill import main, replay_script
+from usad2.bin.distill import main, parse_args, replay_script
 from usad2.data.pipeline import EvalPipeline
 from usad2.distill import trainer as T
 from usad2.distill.task import EvalAccumulator, TargetStats
@@ -259,7 +259,6 @@ def test_rerun_with_other_options_is_refused(corpus, stage1):
 
 
 def test_config_file_aliases_and_init_dir(tmp_path, stage1):
-    from usad2.bin.distill import parse_args
 
     cfg = tmp_path / "distill.yaml"
     cfg.write_text("max_steps: 7\nteachers: [a, b]\nstudent: small\nlr: 0.001\n")
@@ -320,3 +319,13 @@ def test_linear_heads_train_and_are_saved_as_linear(corpus, tmp_path):
     assert torch.allclose(kept[key], ckpt["heads"][key], atol=1e-6)
     main(args[:args.index("--max_steps") + 1] + ["2"] + args[args.index("--max_steps") + 2:])
     assert sorted(losses(plus)) == [1, 2]
+
+
+def test_demo_harmony_config_is_the_default_plus_linear_heads_and_mse(repo_dir):
+    conf = os.path.join(repo_dir, "egs", "multidomain", "conf")
+    default = vars(parse_args(["--config", os.path.join(conf, "distill_default.yaml"), "--train_data", "t",
+                               "--out", "o"]))
+    harmony = vars(parse_args(["--config", os.path.join(conf, "distill_default_harmony.yaml"), "--train_data",
+                               "t", "--out", "o"]))
+    changed = {k: (default[k], harmony[k]) for k in default if default[k] != harmony[k] and k != "config"}
+    assert changed == {"head_hidden": (None, 0), "probability_targets": ("raw", "mse")}
