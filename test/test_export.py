@@ -128,3 +128,31 @@ def test_export_cli(tmp_path, model, wavs):
         main(["--checkpoint", str(tmp_path / "sd.pt"), "--out", str(tmp_path / "x.pt")])
     assert main(["--checkpoint", str(tmp_path / "sd.pt"), "--preset", "tiny", "--out", str(tmp_path / "y.pt")]) == 0
     assert torch.equal(usad2.load(tmp_path / "y.pt")(*wavs).hidden_states[-1], model(*wavs).hidden_states[-1])
+
+
+def test_read_model_file_gives_one_view_of_every_kind(tmp_path, model, wavs):
+    from usad2.models.checkpoint import read_model_file
+
+    save_export(model, tmp_path / "e.pt", {"note": "x"})
+    heads = build_heads({("muq", 2): 8}, in_dim=64)
+    state = {f"module.encoder.{k}": v for k, v in model.encoder.state_dict().items()}
+    torch.save({"model_config": model.config.to_dict(), "model": state, "heads": heads.state_dict(), "step": 5,
+                "teachers": [{"name": "muq", "domain": "music", "frame_rate": "25", "pairs": [[2, 2]]}]},
+               tmp_path / "c.pt")
+    torch.save(model.encoder.state_dict(), tmp_path / "s.pt")
+    want = model(*wavs).hidden_states[-1]
+    export, ckpt = read_model_file(tmp_path / "e.pt"), read_model_file(tmp_path / "c.pt")
+    bare = read_model_file(tmp_path / "s.pt", preset="tiny")
+    assert (export.kind, ckpt.kind, bare.kind) == ("export", "checkpoint", "state_dict")
+    assert export.provenance == {"note": "x"} and export.heads is None
+    assert ckpt.provenance["training"]["step"] == 5 and set(ckpt.heads) == set(heads.state_dict())
+    for found in (export, ckpt, bare):
+        assert all(k.startswith("encoder.") for k in found.state_dict)
+        assert torch.equal(found.build()(*wavs).hidden_states[-1], want)
+    with pytest.raises(CheckpointError, match="s.pt: a bare state dict; give --preset"):
+        read_model_file(tmp_path / "s.pt").build()
+    with pytest.raises(CheckpointError, match=r"e.pt: not a usad2 checkpoint \(found an export; why\)"):
+        export.require("checkpoint", why="why")
+    torch.save({"step": 3}, tmp_path / "f.pt")
+    with pytest.raises(CheckpointError, match="f.pt: neither a usad2 export, a checkpoint"):
+        read_model_file(tmp_path / "f.pt")

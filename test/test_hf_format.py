@@ -13,7 +13,8 @@ import usad2
 from usad2.bin.export import main as export_main
 from usad2.errors import CheckpointError
 from usad2.hf import is_hf_dir
-from usad2.models.export import load_export, read_model_file
+from usad2.models.checkpoint import read_model_file
+from usad2.models.export import load_export
 from usad2.models.presets import count_parameters, get_preset
 from usad2.models.wave_encoder import Usad2Model
 
@@ -78,7 +79,7 @@ def test_usad2_load_and_export_equal(exp, wavs):
     for a, b in zip(pt(*wavs).hidden_states, hf(*wavs).hidden_states):
         assert torch.equal(a, b)
     # provenance survives: checkpoint -> .pt extra -> config.json -> read back
-    assert read_model_file(exp / "export" / "hf")["extra"] == torch.load(
+    assert read_model_file(exp / "export" / "hf").provenance == torch.load(
         exp / "export" / "model.pt", weights_only=True)["extra"]
 
 

@@ -21,7 +21,8 @@ import torch
 from usad2.audio.io import load_audio
 from usad2.data.datadir import DataDir, load_data_dir
 from usad2.errors import AudioError, CheckpointError, DataDirError, Usad2Error
-from usad2.models.export import load_export, make_export, model_from_checkpoint
+from usad2.models.checkpoint import model_from_checkpoint
+from usad2.models.export import load_export, make_export
 from usad2.models.presets import get_preset
 from usad2.models.wave_encoder import Usad2Model
 

@@ -22,7 +22,8 @@ from usad2.data.pipeline import EvalPipeline
 from usad2.distill import trainer as T
 from usad2.distill.task import EvalAccumulator, TargetStats
 from usad2.errors import ConfigError
-from usad2.models.export import load_export, save_export, model_from_checkpoint
+from usad2.models.checkpoint import TRAIN_FORMAT, model_from_checkpoint
+from usad2.models.export import load_export, save_export
 from usad2.utils import dist
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -159,7 +160,7 @@ def test_kill9_then_rerun_continues_the_loss_sequence_exactly(corpus, tmp_path, 
     assert seen < steps
     for name in os.listdir(os.path.join(killed, "checkpoints")):  # whatever exists is complete
         if name.endswith(".pt"):
-            assert torch.load(os.path.join(killed, "checkpoints", name), weights_only=True)["format"] == T.CKPT_FORMAT
+            assert torch.load(os.path.join(killed, "checkpoints", name), weights_only=True)["format"] == TRAIN_FORMAT
     main(args)  # the same command again: resumes from the newest checkpoint
     a, b = losses(ref), losses(killed)
     assert sorted(b) == list(range(1, steps + 1))

@@ -16,7 +16,7 @@ input) makes reruns skip; --force redoes it.
 """
 import os
 
-from usad2.errors import CheckpointError, ConfigError
+from usad2.errors import ConfigError
 from usad2.utils.cli import make_parser, run_main, str2bool
 from usad2.utils.log import log_invocation, setup_logging
 from usad2.utils.stamp import clear, fingerprint, is_done, mark_done
@@ -24,33 +24,12 @@ from usad2.utils.stamp import clear, fingerprint, is_done, mark_done
 FORMATS = ("pt", "hf")
 
 
-def _is_state_dict(obj):
-    import torch
-
-    return isinstance(obj, dict) and bool(obj) and all(torch.is_tensor(v) for v in obj.values())
-
-
 def read_student(checkpoint, preset=None):
     """(Usad2Model in eval mode, provenance dict) from any accepted input (see the module docstring)."""
-    from usad2.models.export import (FORMAT, build_model, check_export_dict, checkpoint_provenance,
-                                     model_from_checkpoint, read_model_file)
-    from usad2.models.presets import get_preset
+    from usad2.models.checkpoint import read_model_file
 
-    where = os.fspath(checkpoint)
-    obj = read_model_file(checkpoint)
-    if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        check_export_dict(obj, where)
-        model = build_model(obj["model_config"], obj["fbank_config"], obj["state_dict"], where)
-        return model, dict(obj.get("extra") or {})
-    if isinstance(obj, dict) and "model_config" in obj and "model" in obj:
-        return model_from_checkpoint(obj, where), checkpoint_provenance(obj)
-    if _is_state_dict(obj):
-        if preset is None:
-            raise CheckpointError(f"{where}: a bare state dict; give --preset to say which model it is")
-        ckpt = {"model_config": get_preset(preset).to_dict(), "model": obj}
-        return model_from_checkpoint(ckpt, where), {}
-    raise CheckpointError(f"{where}: neither a usad2 export, a checkpoint with 'model_config' "
-                          f"and 'model', nor a state dict")
+    found = read_model_file(checkpoint, preset=preset)
+    return found.build(), found.provenance
 
 
 def default_probe_results(checkpoint):

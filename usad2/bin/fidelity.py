@@ -18,7 +18,8 @@ import os
 
 import torch
 
-from usad2.distill.fidelity import evaluate_checkpoint, read_training_checkpoint
+from usad2.distill.fidelity import evaluate_checkpoint
+from usad2.models.checkpoint import read_training_checkpoint
 from usad2.report.fidelity import fidelity_markdown
 from usad2.utils.atomic import atomic_write_text
 from usad2.utils.cli import make_parser, run_main, str2bool
@@ -64,7 +65,7 @@ def fidelity(checkpoint, dev_dir, targets_dir="", out="", max_utts=0, batch_seco
              force=False, progress=True):
     """Measure, write fidelity.json and fidelity.md into `out`; returns the fidelity document."""
     out = out or default_out(checkpoint)
-    ckpt = read_training_checkpoint(checkpoint)
+    ckpt = read_training_checkpoint(checkpoint, "fidelity needs its prediction heads, teachers and target statistics")
     teachers = [t["name"] for t in ckpt.get("teachers") or []]
     args = {"version": VERSION, "checkpoint": os.path.abspath(checkpoint), "dev_dir": os.path.abspath(dev_dir),
             "targets_dir": os.path.abspath(targets_dir) if targets_dir else "", "max_utts": max_utts,

@@ -17,7 +17,7 @@ def model_info(preset=None, export=None):
     """The lines to print for a preset name or an export path (exactly one of them)."""
     from usad2.audio.frontend import FbankConfig
     from usad2.models.encoder import EncoderConfig
-    from usad2.models.export import check_export_dict, read_model_file
+    from usad2.models.checkpoint import read_model_file
     from usad2.models.presets import count_parameters, get_preset
 
     if (preset is None) == (export is None):
@@ -25,10 +25,9 @@ def model_info(preset=None, export=None):
     if preset is not None:
         config, fbank, source = get_preset(preset), FbankConfig(), f"preset {preset}"
     else:
-        obj = read_model_file(export)
-        check_export_dict(obj, export)
-        config = EncoderConfig.from_dict(obj["model_config"])
-        fbank, source = FbankConfig.from_dict(obj["fbank_config"]), f"export {export}"
+        found = read_model_file(export).require("export")
+        config = EncoderConfig.from_dict(found.model_config)
+        fbank, source = FbankConfig.from_dict(found.fbank_config), f"export {export}"
     lines = [f"source: {source}"]
     lines += [f"{k}: {v}" for k, v in config.to_dict().items()]
     lines.append(f"frame_rate: {1000.0 / fbank.frame_shift_ms / config.time_stride}")

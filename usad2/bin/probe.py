@@ -74,7 +74,7 @@ def _floats(text, what):
 
 def expand_specs(model_specs):
     """Replace each `teachers_of=CKPT` by the teacher card names recorded in that checkpoint."""
-    from usad2.models.export import read_torch_file
+    from usad2.models.checkpoint import read_torch_file
 
     named = {s.partition("=")[0] for s in model_specs}
     out = []

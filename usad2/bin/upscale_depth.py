@@ -4,13 +4,13 @@
 
 --src may be a usad2 export (the output is an export) or a training checkpoint dict with
 "model_config" and "model" (the output is a checkpoint dict holding model_config, model and the
-provenance only: optimizer and scheduler state no longer match the new shapes; heads are kept).
+provenance only: optimizer and scheduler state no longer match the new shapes; heads stored inside
+"model" are kept, a trainer checkpoint's separate "heads" are not: they were fitted to the old depth).
 Without --ranges, a model of M layers keeps its first and last 3/4 (32 -> 1-24,9-32 = 48).
 The output records {"upscaled_from", "layer_map"}; a `.done` stamp makes reruns skip.
 """
 import os
 
-from usad2.errors import CheckpointError
 from usad2.utils.cli import make_parser, run_main, str2bool
 from usad2.utils.log import log_invocation, setup_logging
 from usad2.utils.stamp import clear, fingerprint, is_done, mark_done
@@ -18,7 +18,8 @@ from usad2.utils.stamp import clear, fingerprint, is_done, mark_done
 
 def upscale_depth(src, out, ranges=None, force=False, logger=None):
     """Up-scale `src` into `out`; returns the 1-based source layer of each new layer (None if skipped)."""
-    from usad2.models.export import FORMAT, build_model, check_export_dict, read_model_file, save_export
+    from usad2.models.checkpoint import build_model, read_model_file
+    from usad2.models.export import save_export
     from usad2.models.upscale import upscale
     from usad2.utils.atomic import atomic_torch_save
 
@@ -30,21 +31,18 @@ def upscale_depth(src, out, ranges=None, force=False, logger=None):
         if logger:
             logger.info("%s is up to date (stamp matches); --force true redoes it", out)
         return None
-    obj = read_model_file(src)
+    found = read_model_file(src).require("export", "checkpoint", why="a bare state dict has no model config")
     provenance = {"upscaled_from": os.fspath(src)}
-    if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        check_export_dict(obj, src)
-        config, state, sources = upscale(obj["model_config"], obj["state_dict"], ranges)
-        model = build_model(config, obj["fbank_config"], state, f"{src} (up-scaled)")
-        save_export(model, out, dict(obj.get("extra") or {}, **provenance, layer_map=sources))
-    elif isinstance(obj, dict) and "model_config" in obj and "model" in obj:
-        config, state, sources = upscale(obj["model_config"], obj["model"], ranges)
+    if found.kind == "export":
+        config, state, sources = upscale(found.model_config, found.state_dict, ranges)
+        model = build_model(config, found.fbank_config, state, f"{src} (up-scaled)")
+        save_export(model, out, dict(found.provenance, **provenance, layer_map=sources))
+    else:  # the stored model state as it is (wrapper prefixes and embedded heads included)
+        config, state, sources = upscale(found.model_config, found.raw["model"], ranges)
         new = {"model_config": config, "model": state, **provenance, "layer_map": sources}
-        if "fbank_config" in obj:
-            new["fbank_config"] = obj["fbank_config"]
+        if found.fbank_config is not None:
+            new["fbank_config"] = found.fbank_config
         atomic_torch_save(new, out)
-    else:
-        raise CheckpointError(f"{src}: neither a usad2 export nor a checkpoint with 'model_config' and 'model'")
     mark_done(out_dir, fp, {"src": os.fspath(src), "out": os.fspath(out), "layer_map": sources})
     if logger:
         logger.info("wrote %s: %d layers from source layers %s", out, len(sources), sources)

@@ -101,18 +101,6 @@ class HeadFidelity:
 
 
 # ----------------------------------------------------------------------------- model and targets
-def read_training_checkpoint(path):
-    """The checkpoint dict; CheckpointError unless it is a usad2 training checkpoint."""
-    from usad2.distill.trainer import CKPT_FORMAT
-    from usad2.models.export import read_torch_file
-
-    ckpt = read_torch_file(path)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT or "heads" not in ckpt:
-        raise CheckpointError(f"{path}: not a usad2 training checkpoint (fidelity needs its prediction heads, "
-                              f"teachers and target statistics; an export has none)")
-    return ckpt
-
-
 def teacher_specs_of(ckpt, where):
     """TeacherSpecs of the heads a checkpoint records (its `teachers`: name, frame rate, layer pairs)."""
     from usad2.teachers.registry import load_card

@@ -32,13 +32,11 @@ the clipping norm is summed over the shards (`clip_gradients`); the 2-process FS
 reproduces the single-process loss curve on CPU (test_trainer.py).
 """
 import contextlib
-import glob
 import json
 import logging
 import math
 import os
 import random
-import re
 import time
 
 import numpy as np
@@ -48,19 +46,16 @@ from usad2.distill.targets import OfflineTargets, OnlineTargets, with_probabilit
 from usad2.distill.task import (DistillModel, DistillTask, EvalAccumulator, TargetStats, denormalise_preds,
                                 stage1_spec, stage2_spec, student_timing)
 from usad2.errors import CheckpointError, ConfigError
-from usad2.models.export import FORMAT as EXPORT_FORMAT
-from usad2.models.export import encoder_state_dict, read_model_file, read_torch_file
+from usad2.models.checkpoint import (TRAIN_FORMAT, list_checkpoints, read_model_file, read_training_checkpoint,
+                                     remove_stale_temporaries, write_checkpoint)
 from usad2.models.presets import get_preset
 from usad2.models.upscale import upscale
 from usad2.models.wave_encoder import Usad2Model
 from usad2.teachers.registry import build_teacher, load_card
 from usad2.utils import dist
-from usad2.utils.atomic import atomic_torch_save
 from usad2.utils.precision import autocast, resolve_precision
 
 logger = logging.getLogger("usad2")
-CKPT_FORMAT = "usad2-train-checkpoint"
-CKPT_RE = re.compile(r"^step_(\d{8})\.pt$")
 # options whose change makes an existing experiment directory a different experiment
 IDENTITY_KEYS = ("teachers", "stage2_teachers", "stage2_student_layer", "k", "preset", "init",
                  "upscale_ranges", "targets_dir", "target_norm", "probability_targets", "train_data", "seed", "batch_seconds",
@@ -159,14 +154,8 @@ def param_groups(model, lr, weight_decay, head_lr_scale=1.0):
 
 def read_init(path):
     """(model config dict, fbank config dict or None, encoder state dict, heads state or None)."""
-    obj = read_model_file(path)  # export, training checkpoint or Hugging Face model directory
-    if isinstance(obj, dict) and obj.get("format") == EXPORT_FORMAT:
-        return obj["model_config"], obj.get("fbank_config"), obj["state_dict"], None
-    if isinstance(obj, dict) and "model_config" in obj and "model" in obj:
-        state, _ = encoder_state_dict(obj["model"])
-        return obj["model_config"], obj.get("fbank_config"), state, obj.get("heads")
-    raise CheckpointError(f"{path}: --init needs a usad2 export or training checkpoint "
-                          f"(found {sorted(obj) if isinstance(obj, dict) else type(obj).__name__})")
+    found = read_model_file(path).require("export", "checkpoint", why="--init needs a model config")
+    return found.model_config, found.fbank_config, found.state_dict, found.heads
 
 
 def build_student(cfg):
@@ -246,42 +235,6 @@ def import_plugins(names):
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def list_checkpoints(ckpt_dir):
-    """[(step, path)] of complete step files, oldest first."""
-    out = []
-    for path in glob.glob(os.path.join(ckpt_dir, "step_*.pt")):
-        m = CKPT_RE.match(os.path.basename(path))
-        if m:
-            out.append((int(m.group(1)), path))
-    return sorted(out)
-
-
-def _link(src, dst):
-    """Atomically make `dst` a hard link of `src` (a copy where links are impossible)."""
-    import shutil
-
-    tmp = f"{dst}.tmp{os.getpid()}"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
-def remove_stale_temporaries(ckpt_dir):
-    """Delete temporary files a killed save left behind (never a complete checkpoint)."""
-    for path in glob.glob(os.path.join(ckpt_dir, ".step_*.tmp")) + glob.glob(os.path.join(ckpt_dir, "*.pt.tmp*")):
-        logger.info("removing %s (left by an interrupted save)", path)
-        os.unlink(path)
-
-
-def prune_checkpoints(ckpt_dir, keep_last):
-    for _, path in list_checkpoints(ckpt_dir)[:-keep_last] if keep_last > 0 else []:
-        os.unlink(path)
-
-
 def check_resume_config(saved, cfg, path):
     changed = [k for k in IDENTITY_KEYS if saved.get(k) != cfg.get(k)]
     if changed:
@@ -342,9 +295,7 @@ class Trainer:
     def _read_resume(self):
         if self.resume_path is None:
             return None
-        ckpt = read_torch_file(self.resume_path)
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
-            raise CheckpointError(f"{self.resume_path}: not a usad2 training checkpoint")
+        ckpt = read_training_checkpoint(self.resume_path, why="the step files of <out>/checkpoints are resumed")
         check_resume_config(ckpt["config"], self.cfg, self.resume_path)
         logger.info("resuming from %s (step %d)", self.resume_path, ckpt["step"])
         return ckpt
@@ -558,7 +509,7 @@ class Trainer:
             if is_best:
                 self.best = {"step": self.step, "loss": dev["loss"]}
             ckpt = {
-                "format": CKPT_FORMAT, "step": self.step, "config": dict(self.cfg),
+                "format": TRAIN_FORMAT, "step": self.step, "config": dict(self.cfg),
                 "model": {k[len("student."):]: v for k, v in model_state.items() if k.startswith("student.")},
                 "heads": {k[len("heads."):]: v for k, v in model_state.items() if k.startswith("heads.")},
                 "model_config": self.student.config.to_dict(), "fbank_config": self.student.fbank_config.to_dict(),
@@ -570,12 +521,7 @@ class Trainer:
                 "data": datas, "rng": rngs, "dev_history": list(self.dev_history), "best": self.best,
                 "hours": self.hours, "flops": self.flops,
             }
-            path = os.path.join(self.ckpt_dir, f"step_{self.step:08d}.pt")
-            atomic_torch_save(ckpt, path)
-            _link(path, os.path.join(self.ckpt_dir, "last.pt"))
-            if is_best:
-                _link(path, os.path.join(self.ckpt_dir, "best.pt"))
-            prune_checkpoints(self.ckpt_dir, self.cfg["keep_last"])
+            path = write_checkpoint(ckpt, self.ckpt_dir, self.cfg["keep_last"], is_best)
             logger.info("saved %s%s", path, " (best so far)" if is_best else "")
         dist.barrier()
 

@@ -8,7 +8,7 @@ writes DIR/config.json (`model_type: usad2`, `auto_map` to the modeling code), D
 (DIR/README.md). `transformers.AutoModel.from_pretrained(DIR, trust_remote_code=True)` then loads
 it with nothing of usad2 installed, and every usad2 reader (`usad2.load`, `-u usad2 -k DIR`, the
 probe's `--model NAME=DIR`, `usad2.hear`, `usad2.xares`) accepts DIR wherever a `.pt` export goes,
-through `usad2.models.export.read_model_file`. Reading needs safetensors, not transformers.
+through `usad2.models.checkpoint.read_model_file`. Reading needs safetensors, not transformers.
 """
 import json
 import os
@@ -105,8 +105,8 @@ def save_hf_dir(model, out, extra=None, probe_results=None, probe_name="student"
 
 
 def read_hf_dir(path, map_location="cpu"):
-    """The usad2 export dict held by a Hugging Face model directory (see usad2.models.export)."""
-    from usad2.models.export import FORMAT, FORMAT_VERSION
+    """The usad2 export dict held by a Hugging Face model directory (see usad2.models.checkpoint)."""
+    from usad2.models.checkpoint import FORMAT, FORMAT_VERSION
 
     path = os.fspath(path)
     config_path, weights_path = os.path.join(path, CONFIG_FILE), os.path.join(path, WEIGHTS_FILE)

@@ -225,13 +225,6 @@ def concat_features(model, sets):
 
 
 # ---- building probed models from command-line specs ------------------------------------------
-def _strip_wrappers(key):
-    for prefix in ("module.", "_orig_mod."):
-        while key.startswith(prefix):
-            key = key[len(prefix):]
-    return key
-
-
 _HEAD_PARAM = re.compile(r"(?:heads\.)?(?P<key>[^.]+:L\d+)\.(?P<rest>\d+\.(?:weight|bias))")
 
 
@@ -247,15 +240,16 @@ def heads_from_checkpoint(ckpt, num_student_layers, where):
     from torch import nn
 
     from usad2.distill.mapping import student_layers
+    from usad2.models.checkpoint import strip_wrappers
     from usad2.models.heads import PredictionHead, parse_head_key
 
     source = ckpt.get("heads")
     if source is None:
-        source = {k[len("heads."):]: v for k, v in ((_strip_wrappers(k), v) for k, v in ckpt["model"].items())
+        source = {k[len("heads."):]: v for k, v in ((strip_wrappers(k), v) for k, v in ckpt["model"].items())
                   if k.startswith("heads.")}
     params = {}
     for key, value in source.items():
-        m = _HEAD_PARAM.fullmatch(_strip_wrappers(key))
+        m = _HEAD_PARAM.fullmatch(strip_wrappers(key))
         if m:
             params.setdefault(m["key"], {})[m["rest"]] = value
     if not params:
@@ -341,49 +335,35 @@ def _to(probed, device):
     return probed
 
 
-def _read_ckpt(path):
-    """Any model file: export, Hugging Face model directory, training checkpoint (one shared reader)."""
-    from usad2.models.export import read_model_file
-
-    return read_model_file(path)
-
-
 def _student_file(name, path):
-    from usad2.models.export import FORMAT as EXPORT_FORMAT
-    from usad2.models.export import build_model, check_export_dict, model_file_digest, model_from_checkpoint
+    from usad2.models.checkpoint import model_file_digest, read_model_file
 
-    obj = _read_ckpt(path)
-    if isinstance(obj, dict) and obj.get("format") == EXPORT_FORMAT:
-        check_export_dict(obj, path)
-        model = build_model(obj["model_config"], obj["fbank_config"], obj["state_dict"], path)
-    else:
-        model = model_from_checkpoint(obj, path)
+    model = read_model_file(path).require("export", "checkpoint").build()
     return StudentProbe(name, model, {"kind": "student", "sha256": model_file_digest(path)})
 
 
 def _random_student(name, what, seed):
+    from usad2.models.checkpoint import read_model_file
     from usad2.models.presets import PRESETS, get_preset
     from usad2.models.wave_encoder import Usad2Model
 
     if what in PRESETS:
         config, fbank = get_preset(what), None
     else:
-        obj = _read_ckpt(what)
-        if not isinstance(obj, dict) or "model_config" not in obj:
-            raise CheckpointError(f"{what}: random_init needs a preset name ({', '.join(PRESETS)}) "
-                                  f"or a file with a model_config")
-        config, fbank = obj["model_config"], obj.get("fbank_config")
+        found = read_model_file(what).require("export", "checkpoint", why=(
+            f"random_init needs a preset name ({', '.join(PRESETS)}) or a file with a model_config"))
+        config, fbank = found.model_config, found.fbank_config
     torch.manual_seed(seed)
     model = Usad2Model(config, fbank)
     return StudentProbe(name, model, {"kind": "random_init", "config": model.config.to_dict(), "seed": seed})
 
 
 def _heads_probe(name, path):
-    from usad2.models.export import model_from_checkpoint
+    from usad2.models.checkpoint import read_model_file
 
-    ckpt = _read_ckpt(path)
-    model = model_from_checkpoint(ckpt, path)
-    heads, inputs = heads_from_checkpoint(ckpt, model.config.num_layers, path)
+    found = read_model_file(path).require("checkpoint", why="probe heads only from a training checkpoint")
+    model = found.build()
+    heads, inputs = heads_from_checkpoint(found.raw, model.config.num_layers, path)
     return HeadsProbe(name, model, heads, inputs, {"kind": "heads", "sha256": file_digest(path)})
 
 
