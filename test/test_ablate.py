@@ -133,7 +133,7 @@ def shared(tmp_path_factory):
     for teacher in TEACHERS.split(","):
         for dset in ("train_mix", "dev"):
             assert extract(["--teacher", teacher, "--data", str(raw / dset), "--out",
-                            str(root / "targets" / teacher / dset), "--card_dir", cards, "--progress", "false"]) == 0
+                            str(root / "targets" / teacher / dset), "--teacher_cards", cards, "--progress", "false"]) == 0
     return {"root": root, "cards": cards, "raw": raw, "targets": root / "targets"}
 
 

@@ -143,8 +143,8 @@ def test_torch_teacher_at_bf16_close_to_fp32_and_stamped_apart(tmp_path):
     cards.mkdir()
     (cards / "wavlm_base_plus.yaml").write_text(yaml.safe_dump(card.to_dict()))
     fp32, bf16 = str(tmp_path / "fp32"), str(tmp_path / "bf16")
-    assert extract_teacher(data, "wavlm_base_plus", fp32, card_dir=str(cards), progress=False, precision="fp32")
-    assert extract_teacher(data, "wavlm_base_plus", bf16, card_dir=str(cards), progress=False, precision="bf16")
+    assert extract_teacher(data, "wavlm_base_plus", fp32, teacher_cards=str(cards), progress=False, precision="fp32")
+    assert extract_teacher(data, "wavlm_base_plus", bf16, teacher_cards=str(cards), progress=False, precision="bf16")
     a, b = targets_content(fp32), targets_content(bf16)
     for utt in a:
         for x, y in zip(a[utt], b[utt]):
@@ -153,7 +153,7 @@ def test_torch_teacher_at_bf16_close_to_fp32_and_stamped_apart(tmp_path):
             assert 0 < rel < 0.05, (utt, rel)  # bf16 really ran, and stays close
     stamp_before = os.path.getmtime(os.path.join(bf16, "shards", "1", ".done"))
     # the same output dir asked at fp32: the bf16 shard's stamp does not match, it is redone
-    assert extract_teacher(data, "wavlm_base_plus", bf16, card_dir=str(cards), progress=False, precision="fp32")
+    assert extract_teacher(data, "wavlm_base_plus", bf16, teacher_cards=str(cards), progress=False, precision="fp32")
     assert targets_content(bf16)["u0"][0].tolist() == a["u0"][0].tolist()
     assert os.path.getmtime(os.path.join(bf16, "shards", "1", ".done")) >= stamp_before
 

@@ -81,7 +81,7 @@ def trained(tmp_path_factory):
             "dev": make_data_dir(root / "dev", n_per_domain=2, seed=2)}
     for teacher in TEACHERS.split(","):
         for name, path in data.items():
-            assert extract_teacher(path, teacher, str(root / "targets" / teacher / name), card_dir=cards,
+            assert extract_teacher(path, teacher, str(root / "targets" / teacher / name), teacher_cards=cards,
                                    progress=False)
 
     def train(out, steps, *extra):

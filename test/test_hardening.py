@@ -169,7 +169,7 @@ def test_extract_teacher_disk_full_removes_the_partial_shard(tmp_path, monkeypat
         "name": "fb", "family": "s3prl", "domain": "speech", "sample_rate": SR, "frame_rate": 100,
         "num_layers": 1, "width": 240, "options": {"upstream": "fbank"}}))
     out = tmp_path / "targets"
-    args = ["--data", str(data), "--teacher", "fb", "--card_dir", str(cards), "--out", str(out),
+    args = ["--data", str(data), "--teacher", "fb", "--teacher_cards", str(cards), "--out", str(out),
             "--progress", "false", "--dtype", "float32"]
     with pytest.raises(SystemExit):
         cli.run_main(cli.main, args)

@@ -246,7 +246,7 @@ def check_refused(proc, marker):
 def test_extract_teacher_refuses_payload_card(payload_setup):
     pytest.importorskip("s3prl")
     root, marker, ckpt, cards, data = payload_setup
-    proc = run_cli("usad2.bin.extract_teacher", ["--data", data, "--teacher", "evil", "--card_dir", cards,
+    proc = run_cli("usad2.bin.extract_teacher", ["--data", data, "--teacher", "evil", "--teacher_cards", cards,
                                                  "--out", root / "targets", "--progress", "false"])
     check_refused(proc, marker)
 
@@ -256,7 +256,7 @@ def test_extract_teacher_refuses_payload_checkpoint_option(payload_setup):
     root, marker, ckpt, cards, data = payload_setup
     c = dict(yaml.safe_load((cards / "evil.yaml").read_text()), name="evil2", source={})
     (cards / "evil2.yaml").write_text(yaml.safe_dump(c))
-    proc = run_cli("usad2.bin.extract_teacher", ["--data", data, "--teacher", "evil2", "--card_dir", cards,
+    proc = run_cli("usad2.bin.extract_teacher", ["--data", data, "--teacher", "evil2", "--teacher_cards", cards,
                                                  "--checkpoint", ckpt, "--out", root / "targets2",
                                                  "--progress", "false"])
     check_refused(proc, marker)

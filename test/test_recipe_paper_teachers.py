@@ -1,7 +1,7 @@
 """The recipe switched to the paper's teachers by local checkpoint paths (issue 6).
 
 `teachers localize` (stage 0) writes card copies that point at local checkpoints; stages 4-6 read
-them with --card_dir / --teacher_cards. The fast tests check that action; the recipe test runs
+them with --teacher_cards. The fast tests check that action; the recipe test runs
 egs/multidomain stages 0 and 2-7 (and 4-5 online) in a temporary copy of the repository's shell
 parts on a micro data dir, with tiny random checkpoints of WavLM, ATST-Frame, MuQ, Whisper and
 AF-Whisper written in their official formats (usad2.teachers.testing) and given by path.

@@ -75,6 +75,35 @@ def test_user_dir_overrides_by_name(tmp_path, monkeypatch):
     assert "toy" in registry.list_cards() and set(DEMO) <= set(registry.list_cards())
 
 
+def test_teacher_cards_option_one_name_everywhere(tmp_path, monkeypatch, capsys):
+    """--teacher_cards (default $USAD2_TEACHER_CARDS, dirs joined like the env) in every card-reading
+    command; the old --card_dir stops with a usage error naming the new option."""
+    from usad2.bin import extract_teacher, fetch_teachers
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir(), second.mkdir()
+    write(first / "toy.yaml", TOY_CARD)
+    write(second / "toy2.yaml", TOY_CARD.replace("name: toy", "name: toy2"))
+    both = os.pathsep.join([str(first), str(second)])
+    assert registry.card_search_path(both) == [str(first), str(second), registry.PACKAGE_CARD_DIR]
+    assert registry.load_card("toy2", both).name == "toy2"
+    commands = ((extract_teacher.build_parser(), ["--data", "d", "--teacher", "t", "--out", "o"]),
+                (fetch_teachers.get_parser(), []), (teachers_cmd.get_parser(), ["list"]))
+    for parser, required in commands:
+        assert parser.get_default("teacher_cards") is None
+        assert parser.parse_args([*required, "--teacher_cards", both]).teacher_cards == both
+        with pytest.raises(SystemExit) as info:
+            parser.parse_args([*required, "--card_dir", str(first)])
+        assert info.value.code == 2
+        assert "--card_dir was renamed --teacher_cards" in capsys.readouterr().err
+    monkeypatch.setenv(registry.CARD_DIRS_ENV, both)
+    assert teachers_cmd.get_parser().get_default("teacher_cards") == both
+    assert teachers_cmd.main(["list", "--teacher_cards", str(second)]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert "toy2" in listed and "toy" not in listed  # the option replaces the env's dirs
+    assert teachers_cmd.main(["show", "toy"]) == 0 and "toy_test_family" in capsys.readouterr().out
+
+
 def test_unknown_name_is_an_error():
     with pytest.raises(TeacherError, match="unknown teacher 'no_such_teacher'.*known: .*yamnet"):
         registry.load_card("no_such_teacher")

@@ -206,7 +206,7 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
         IFS=, read -ra _tlist <<< "${all_teachers}"
         [ "${#_tlist[@]}" -gt 0 ] || die "Stage 4 needs --teachers"
         require_card_dir
-        mapfile -t _c < <(card_dir_opt card_dir)
+        mapfile -t _c < <(card_dir_opt teacher_cards)
         for teacher in "${_tlist[@]}"; do
             for dset in "${train_set}_mix" "${dev_set}"; do
                 out="${dumpdir}/targets/${teacher}/${dset}"

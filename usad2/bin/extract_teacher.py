@@ -11,7 +11,7 @@ The fingerprint covers the data dir's index files, not the audio files' content.
 """
 from usad2.data.datadir import load_data_dir
 from usad2.targets.extract import default_layers, run_extraction
-from usad2.teachers.registry import build_teacher, family_class, load_card, with_overrides
+from usad2.teachers.registry import add_teacher_cards_option, build_teacher, family_class, load_card, with_overrides
 from usad2.utils.cli import make_parser, run_main, str2bool
 from usad2.utils.log import log_invocation, setup_logging
 from usad2.utils.precision import PRECISIONS, resolve_precision
@@ -39,7 +39,7 @@ def build_parser():
                    help="torch teachers: bf16 autocast (targets are stored as --dtype anyway), fp32, or auto "
                    "(bf16 where the CPU/GPU has bf16 matrix units); onnx/numpy teachers always run as they are")
     p.add_argument("--allow_pipes", type=str2bool, default=False, help="allow Kaldi `cmd |` entries in wav.scp")
-    p.add_argument("--card_dir", default=None, help="extra teacher card directory (overrides by name)")
+    add_teacher_cards_option(p)
     p.add_argument("--force", type=str2bool, default=False,
                    help="redo the shards this call runs (only --job's shard when given)")
     p.add_argument("--progress", type=str2bool, default=True)
@@ -47,11 +47,11 @@ def build_parser():
 
 
 def extract_teacher(data, teacher, out, checkpoint=None, layers=None, k=4, nj=1,
-                    job=None, dtype="float16", device="cpu", allow_pipes=False, card_dir=None,
+                    job=None, dtype="float16", device="cpu", allow_pipes=False, teacher_cards=None,
                     force=False, progress=True, precision="auto"):
     """Plain-function form of the command; returns True when the merged targets are complete."""
     data_dir = load_data_dir(data, allow_pipes=allow_pipes)
-    card = with_overrides(load_card(teacher, card_dir), checkpoint)
+    card = with_overrides(load_card(teacher, teacher_cards), checkpoint)
     layers = layers or default_layers(card, k)
     def loader(utt):
         src = data_dir.source(utt)
@@ -79,7 +79,7 @@ def main(argv=None):
     log_invocation(logger)
     complete = extract_teacher(args.data, args.teacher, args.out, args.checkpoint, parse_layers(args.layers),
                                args.k, args.nj, args.job, args.dtype, args.device,
-                               args.allow_pipes, args.card_dir, args.force, args.progress, args.precision)
+                               args.allow_pipes, args.teacher_cards, args.force, args.progress, args.precision)
     logger.info("targets %s: %s", args.out, "complete" if complete else f"shard {args.job} done, others pending")
     return 0
 

