@@ -77,6 +77,31 @@ def test_write_then_load_round_trips_every_file(tmp_path, wav):
     assert loaded.domain("u2") == "music"
 
 
+def test_domain_posteriors_round_trip_and_resolve_by_domain_source(tmp_path, wav):
+    from usad2.data.catalog import load_catalog
+    data = base_dir(wav)
+    data.tables["utt2domain"]["u3"] = "unknown"
+    posts = {"u1": (1.0, 0.0, 0.0), "u2": (0.125, 0.25, 0.625), "u3": (0.2, 0.7, 0.1)}
+    data = DataDir(data.wav_scp, data.segments, utt2domain=data.table("utt2domain"),
+                   utt2domain_post=posts)
+    data.write(tmp_path / "d")
+    assert (tmp_path / "d" / "utt2domain_post").read_text() == \
+        "u1 1.0 0.0 0.0\nu2 0.125 0.25 0.625\nu3 0.2 0.7 0.1\n"
+    loaded = load_data_dir(tmp_path / "d")
+    assert loaded.table("utt2domain_post") == posts
+    catalog = load_catalog(tmp_path / "d")  # default: labels; the file is no task label
+    assert catalog.domains == ["speech", "music", "unknown"] and "domain_post" not in catalog.labels
+    assert load_catalog(tmp_path / "d", domain_source="infer").domains == [posts[u] for u in ("u1", "u2", "u3")]
+    assert load_catalog(tmp_path / "d", domain_source="mixed").domains == ["speech", "music", posts["u3"]]
+    (tmp_path / "d" / "utt2domain_post").unlink()
+    with pytest.raises(DataDirError, match="needs utt2domain_post for 1 utterance.*'u3'.*infer_domains"):
+        load_catalog(tmp_path / "d", domain_source="mixed")
+    with pytest.raises(DataDirError, match="domain source 'guess'"):
+        load_catalog(tmp_path / "d", domain_source="guess")
+    with pytest.raises(DataDirError, match="utt2domain_post: bad value"):
+        DataDir({"r": wav}, utt2domain_post={"r": (0.5, 0.5)})
+
+
 def test_without_segments_wav_ids_are_utterances(tmp_path, wav):
     DataDir({"b": wav, "a": wav}).write(tmp_path / "d")
     loaded = load_data_dir(tmp_path / "d")
@@ -145,6 +170,13 @@ ERROR_CASES = [
      "wrong number of fields: expected '<id> <path>', got only an id"),
     ("utt2domain", "u1 speech\nu2 Music\nu3 audio\n", 2,
      "unknown domain 'Music' (expected one of speech, audio, music, unknown)"),
+    ("utt2domain_post", "u1 1 0 0\nu2 0.2 0.3 0.6\nu3 0 0 1\n", 2,
+     "p(speech) + p(audio) + p(music) = 1.1, not 1 (tolerance 0.001)"),
+    ("utt2domain_post", "u1 1 0 0\nu2 0.5 0.5 0\nu3 -0.5 0.5 1\n", 3,
+     "p(speech) -0.5 is not a probability in [0, 1]"),
+    ("utt2domain_post", "u1 1 0 0\nu2 0.5 x 0.5\nu3 0 0 1\n", 2, "p(audio) 'x' is not a number"),
+    ("utt2domain_post", "u1 1 0\nu2 0.5 0.5 0\nu3 0 0 1\n", 1,
+     "wrong number of fields: expected 4, got 3"),
     ("utt2weight", "u1 1\nu2 heavy\nu3 1\n", 2, "weight 'heavy' is not a number"),
     ("utt2weight", "u1 1\nu2 -2\nu3 1\n", 2, "weight must be positive, got '-2'"),
     ("utt2weight", "u1 1\nu2 0\nu3 1\n", 2, "weight must be positive, got '0'"),
@@ -192,6 +224,12 @@ def test_each_problem_names_file_and_line(tmp_path, wav, name, content, line, me
     (out / name).write_bytes(content.encode("utf-8"))
     found = problems_of(out)
     assert f"{out}/{name}:{line}: {message}" in found, found
+
+
+def test_domain_posteriors_must_cover_every_utterance(tmp_path, wav):
+    out = write_base(tmp_path, wav)
+    (out / "utt2domain_post").write_text("u1 1 0 0\nu3 0 0 1\n")
+    assert f"{out}/segments:2: utterance 'u2' has no entry in utt2domain_post" in problems_of(out)
 
 
 def test_non_utf8_bytes(tmp_path, wav):

@@ -67,3 +67,42 @@ def test_bernoulli_frame_loss_is_the_kl_to_the_teacher_posterior():
     kl = lambda a, b: a * math.log(a / b) + (1 - a) * math.log((1 - a) / (1 - b))
     assert float(off[0, 0]) == pytest.approx((kl(0.1, 0.5) + kl(0.9, 0.5)) / 2, rel=1e-4)
     assert float(off[0, 1]) == 0.0  # padding
+
+
+# ---- soft domains (issue 16): w_m = Σ_d p(d) w_m(d) ------------------------------------------
+
+def test_one_hot_posteriors_give_exactly_the_label_weights():
+    from usad2.distill.weighting import posterior_weights, weight_table
+    for teachers in (["speech", "audio", "music"], ["speech", "any"], ["music", "speech", "audio", "music"]):
+        table = weight_table(teachers, omega=10.0, any_weight=0.7)
+        for k, domain in enumerate(("speech", "audio", "music")):
+            one_hot = tuple(1.0 if j == k else 0.0 for j in range(3))
+            assert posterior_weights(table, one_hot) == table[domain]  # bit-identical, not approx
+
+
+def test_posterior_weights_are_the_expectation_of_the_rule():
+    from usad2.distill.weighting import posterior_weights, utterance_weights, weight_table
+    table = weight_table(["speech", "audio", "music", "any"], omega=10.0, any_weight=1.0)
+    p = (0.6, 0.1, 0.3)
+    w = posterior_weights(table, p)
+    # by hand: match 10/12, mismatch 1/12
+    assert w[0] == pytest.approx(0.6 * 10 / 12 + 0.4 / 12)
+    assert w[1] == pytest.approx(0.1 * 10 / 12 + 0.9 / 12)
+    assert w[2] == pytest.approx(0.3 * 10 / 12 + 0.7 / 12)
+    assert w[3] == 1.0  # domain "any": the fixed weight whatever the posterior
+    assert sum(w[:3]) == pytest.approx(1.0)  # the specific weights still sum to 1
+    # rounded file values (sum 0.9995) are renormalised; labels still go through the table
+    assert posterior_weights(table, (0.5995, 0.1, 0.3)) == pytest.approx(
+        posterior_weights(table, (0.5995 / 0.9995, 0.1 / 0.9995, 0.3 / 0.9995)))
+    assert utterance_weights(table, "unknown") == table["unknown"]
+    assert utterance_weights(table, p) == w
+
+
+def test_bad_posteriors_rejected():
+    from usad2.distill.weighting import posterior_weights, utterance_weights, weight_table
+    table = weight_table(["speech", "audio", "music"])
+    for bad in ((0.5, 0.5), (1.2, -0.1, -0.1), (0.0, 0.0, 0.0)):
+        with pytest.raises(ConfigError, match="domain posterior"):
+            posterior_weights(table, bad)
+    with pytest.raises(ConfigError, match="'noise'"):
+        utterance_weights(table, "noise")

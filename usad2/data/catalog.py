@@ -12,6 +12,12 @@ Where the length of an utterance comes from, in order of preference:
 Labels: every generic `utt2<label>` file (not utt2spk/utt2dur/... which have their own meaning)
 plus `utt2spk` as label `spk`; a label value is its tokens joined by one space, or None for an
 utterance the (partial) label file does not cover.
+
+Domains (`domain_source`, docs/method.md §3.5): `labels` reads utt2domain (a missing file or
+utterance is `unknown`); `infer` reads the posteriors of utt2domain_post (written by
+`usad2.bin.infer_domains`), one (p_speech, p_audio, p_music) tuple per utterance; `mixed` keeps
+the label where utt2domain has a known one and takes the posterior elsewhere. A domain entry is
+therefore a label string or a posterior tuple; the distillation weights accept both.
 """
 import dataclasses
 import hashlib
@@ -35,7 +41,7 @@ class Catalog:
     utts: list
     lengths: np.ndarray  # int64, full utterance length in 16 kHz samples
     weights: Optional[np.ndarray]  # float64 sampling masses from utt2weight, None without it
-    domains: list
+    domains: list  # per utterance: a label (speech|audio|music|unknown) or a posterior tuple
     sources: list  # AudioSource per utterance
     labels: dict  # label name -> list of str or None
     where: str = "<in memory>"
@@ -70,7 +76,10 @@ class Catalog:
         return self._digest
 
 
-def load_catalog(data_dir, allow_pipes=False):
+DOMAIN_SOURCES = ("labels", "infer", "mixed")
+
+
+def load_catalog(data_dir, allow_pipes=False, domain_source="labels"):
     """Read the data dir at `data_dir` (or use a DataDir object) into a Catalog."""
     data = data_dir if hasattr(data_dir, "tables") else load_data_dir(data_dir,
                                                                       allow_pipes=allow_pipes)
@@ -90,8 +99,25 @@ def load_catalog(data_dir, allow_pipes=False):
             labels[name[len("utt2"):]] = _label_values(data.table(name), utts)
     if data.utt2spk is not None:
         labels.setdefault("spk", [data.utt2spk.get(u) for u in utts])
-    return Catalog(utts, lengths, weights, [data.domain(u) for u in utts], sources, labels,
-                   where, allow_pipes)
+    return Catalog(utts, lengths, weights, resolve_domains(data, utts, domain_source, where),
+                   sources, labels, where, allow_pipes)
+
+
+def resolve_domains(data, utts, domain_source, where="<in memory>"):
+    """Each utterance's domain for `domain_source` (see the module docstring)."""
+    if domain_source not in DOMAIN_SOURCES:
+        raise DataDirError(f"domain source {domain_source!r} is not one of {', '.join(DOMAIN_SOURCES)}")
+    labels = [data.domain(u) for u in utts]
+    if domain_source == "labels":
+        return labels
+    posteriors = data.table("utt2domain_post")
+    needed = [u for u, d in zip(utts, labels) if domain_source == "infer" or d == "unknown"]
+    if needed and posteriors is None:
+        raise DataDirError(f"data dir {where}: --domain_source {domain_source} needs utt2domain_post "
+                           f"for {len(needed)} utterance(s) (e.g. {needed[0]!r}); run "
+                           "python -m usad2.bin.infer_domains --data on it first")
+    return [posteriors[u] if domain_source == "infer" or d == "unknown" else d
+            for u, d in zip(utts, labels)]
 
 
 def _label_values(table, utts):

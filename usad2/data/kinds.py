@@ -9,6 +9,7 @@
 | utt2dur, reco2dur | utt / rec | duration in seconds (> 0)                    |
 | utt2num_samples   | utterance | number of samples (integer > 0)              |
 | utt2domain        | utterance | speech, audio, music or unknown              |
+| utt2domain_post   | utterance | p(speech) p(audio) p(music): each in [0, 1], summing to 1 |
 | utt2weight        | utterance | sampling weight (float > 0)                  |
 | text              | utterance | transcript (rest of the line, may be empty)  |
 | utt2<label>       | utterance | one or more space-separated label tokens     |
@@ -24,6 +25,8 @@ from usad2.data.kaldi_text import (FieldError, format_float, parse_float, parse_
                                    parse_positive_int, split_fields)
 
 DOMAINS = ("speech", "audio", "music", "unknown")
+POSTERIOR_DOMAINS = ("speech", "audio", "music")  # the column order of utt2domain_post
+POSTERIOR_SUM_TOLERANCE = 1e-3  # |sum - 1| a utt2domain_post line may have (rounded decimals)
 LABEL_NAME = re.compile(r"utt2[A-Za-z0-9_-]+")
 
 
@@ -83,6 +86,23 @@ def _parse_domain(token):
     return token
 
 
+def _parse_domain_post(fields):
+    """Three probabilities (speech, audio, music), each in [0, 1], summing to 1 (± tolerance)."""
+    values = tuple(parse_float(t, f"p({d})") for t, d in zip(fields, POSTERIOR_DOMAINS))
+    for value, token, domain in zip(values, fields, POSTERIOR_DOMAINS):
+        if not 0.0 <= value <= 1.0:
+            raise FieldError(f"p({domain}) {token} is not a probability in [0, 1]")
+    total = sum(values)
+    if abs(total - 1.0) > POSTERIOR_SUM_TOLERANCE:
+        raise FieldError(f"p(speech) + p(audio) + p(music) = {total:.6g}, not 1 "
+                         f"(tolerance {POSTERIOR_SUM_TOLERANCE})")
+    return values
+
+
+def _format_domain_post(values):
+    return " ".join(format_float(v) for v in values)
+
+
 def _parse_wav(rest):
     if not rest:
         raise FieldError("wrong number of fields: expected '<id> <path>', got only an id")
@@ -105,6 +125,8 @@ KINDS = {
     "utt2num_samples": Kind("utt", _one(lambda t: parse_positive_int(t, "number of samples")),
                             _str),
     "utt2domain": Kind("utt", _one(_parse_domain), _str),
+    "utt2domain_post": Kind("utt", _parse_domain_post, _format_domain_post, min_fields=3,
+                            max_fields=3),
     "utt2weight": Kind("utt", _one(lambda t: parse_positive_float(t, "weight")), format_float),
     "text": Kind("utt", str, _str, whole_rest=True),
 }

@@ -3,10 +3,17 @@
 Over the M domain-specific teachers, teacher m gets ω/(ω+M-1) when its domain equals the
 utterance's and 1/(ω+M-1) otherwise. An "unknown" domain (or ω = 1) gives every teacher 1/M,
 USAD v1's uniform average. Teachers of domain "any" get a fixed weight (default 1) everywhere.
+
+Soft domains: an utterance may carry a posterior (p_speech, p_audio, p_music) instead of a label
+(utt2domain_post, `usad2.bin.infer_domains`). Its weights are the expectation of the rule under
+that posterior, w_m = Σ_d p(d) w_m(d) (`posterior_weights`). The posterior is divided by its sum
+first (files hold rounded decimals); a one-hot posterior gives exactly the hard-label weights
+(1.0 * w + 0.0 * ... is w in floating point), so labelled results are unchanged.
 """
 from usad2.errors import ConfigError
 
 UTTERANCE_DOMAINS = ("speech", "audio", "music", "unknown")
+POSTERIOR_DOMAINS = ("speech", "audio", "music")  # the order of a posterior's entries
 
 
 def teacher_weights(teacher_domains, utterance_domain, omega=10.0, any_weight=1.0):
@@ -37,3 +44,35 @@ def teacher_weights(teacher_domains, utterance_domain, omega=10.0, any_weight=1.
 def weight_table(teacher_domains, omega=10.0, any_weight=1.0):
     """{utterance domain: weights} for every domain: the (D, M) lookup the trainer uses."""
     return {d: teacher_weights(teacher_domains, d, omega, any_weight) for d in UTTERANCE_DOMAINS}
+
+
+def posterior_weights(table, posterior):
+    """Σ_d p(d) w(d) from a `weight_table` and a (p_speech, p_audio, p_music) posterior.
+
+    >>> table = weight_table(["speech", "audio", "music"])
+    >>> [round(w, 4) for w in posterior_weights(table, (0.5, 0.0, 0.5))]
+    [0.4583, 0.0833, 0.4583]
+    """
+    p = [float(x) for x in posterior]
+    if len(p) != len(POSTERIOR_DOMAINS) or any(not 0.0 <= x <= 1.0 for x in p) or sum(p) <= 0:
+        raise ConfigError(f"domain posterior {tuple(posterior)!r}: expected 3 probabilities "
+                          f"({', '.join(POSTERIOR_DOMAINS)}) in [0, 1] with a positive sum")
+    total = sum(p)
+    p = [x / total for x in p]
+    rows = [table[d] for d in POSTERIOR_DOMAINS]
+    weights = []
+    for m in range(len(rows[0])):
+        if rows[0][m] == rows[1][m] == rows[2][m]:  # "any" teachers (or omega = 1): the value itself
+            weights.append(rows[0][m])
+        else:
+            weights.append(sum(pd * row[m] for pd, row in zip(p, rows)))
+    return weights
+
+
+def utterance_weights(table, domain):
+    """The weights of one utterance whose domain is a label or a posterior tuple."""
+    if isinstance(domain, str):
+        if domain not in table:
+            raise ConfigError(f"utterance domain {domain!r} is not one of {UTTERANCE_DOMAINS}")
+        return list(table[domain])
+    return posterior_weights(table, domain)
