@@ -20,10 +20,10 @@ from usad2.data.datadir import DataDir
 from usad2.distill.align import AlignmentError
 from usad2.distill.targets import OfflineTargets, OnlineTargets, crop_frame_range
 from usad2.distill.task import (DistillModel, DistillTask, EvalAccumulator, TargetStats, denormalise_preds, stage1_spec,
-                                stage2_spec, student_timing)
+                                stage2_spec)
 from usad2.errors import ConfigError
 from usad2.models.presets import get_preset
-from usad2.models.wave_encoder import Usad2Model
+from usad2.models.wave_encoder import Usad2Model, frame_timing
 from usad2.teachers.base import Teacher, TeacherCard, register_family
 from usad2.teachers.registry import build_teacher, load_card
 
@@ -147,7 +147,7 @@ def _specs(cards_dir, num_layers=4, k=4):
 
 
 def _task(specs, model, **kw):
-    return DistillTask(specs, *student_timing(model.config, model.fbank_config), **kw)
+    return DistillTask(specs, model.timing.rate, model.timing.offset, **kw)
 
 
 def test_tiny_teacher_is_deterministic_and_padding_free(cards):
@@ -166,10 +166,11 @@ def test_tiny_teacher_is_deterministic_and_padding_free(cards):
 
 def test_student_timing_matches_fbank_and_strides():
     model = Usad2Model(get_preset("tiny"))
-    rate, offset = student_timing(model.config, model.fbank_config)
-    assert rate == 50 and offset == pytest.approx(0.0125)
-    rate25, _ = student_timing(get_preset("xlarge"), model.fbank_config)
-    assert rate25 == 25
+    rate, offset, step = model.timing
+    assert rate == 50 and isinstance(rate, fractions.Fraction) and offset == pytest.approx(0.0125) and step == 320
+    assert model.frame_rate == 50.0 and model.downsample_rate == 320
+    rate25, offset25, step25 = frame_timing(get_preset("xlarge"), model.fbank_config)
+    assert (rate25, offset25, step25) == (25, offset, 640)
 
 
 def test_stage_specs_map_layers(cards):

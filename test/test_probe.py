@@ -212,6 +212,8 @@ def test_student_export_and_heads_of_a_training_checkpoint(corpus, tmp_path):
     save_export(model, tmp_path / "model.pt")
     student = model_from_spec(f"student={tmp_path / 'model.pt'}")
     assert student.num_layers == 5 and student.frame_rate == 50.0
+    # frame t is centred at 12.5 ms + 20 ms t, where distillation aligns it (Usad2Model.timing)
+    assert student.frame_offset == model.timing.offset == 0.0125
     heads = build_heads({("yamnet", 2): 256, ("yamnet", 6): 1024, ("basic_pitch", 1): 264}, 64)
     ckpt = {"format": "usad2-train", "model": {f"encoder.{k}": v for k, v in model.encoder.state_dict().items()},
             "heads": heads.state_dict(), "model_config": model.config.to_dict(),

@@ -19,6 +19,7 @@ def model_info(preset=None, export=None):
     from usad2.models.encoder import EncoderConfig
     from usad2.models.checkpoint import read_model_file
     from usad2.models.presets import count_parameters, get_preset
+    from usad2.models.wave_encoder import frame_timing
 
     if (preset is None) == (export is None):
         raise ConfigError("give exactly one of --preset and --export")
@@ -30,8 +31,9 @@ def model_info(preset=None, export=None):
         fbank, source = FbankConfig.from_dict(found.fbank_config), f"export {export}"
     lines = [f"source: {source}"]
     lines += [f"{k}: {v}" for k, v in config.to_dict().items()]
-    lines.append(f"frame_rate: {1000.0 / fbank.frame_shift_ms / config.time_stride}")
-    lines.append(f"downsample_rate: {fbank.shift_samples * config.time_stride}")
+    timing = frame_timing(config, fbank)
+    lines.append(f"frame_rate: {float(timing.rate)}")
+    lines.append(f"downsample_rate: {timing.samples_per_frame}")
     lines.append(f"params: {count_parameters(config)}")
     return lines
 

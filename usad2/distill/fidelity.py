@@ -37,8 +37,7 @@ import torch
 
 from usad2.distill.align import align
 from usad2.distill.targets import OfflineTargets, OnlineTargets, with_probability_targets
-from usad2.distill.task import (DistillModel, DistillTask, TargetStats, _spec, denormalise_preds,
-                                student_timing)
+from usad2.distill.task import DistillModel, DistillTask, TargetStats, _spec, denormalise_preds
 from usad2.errors import CheckpointError, ConfigError
 
 logger = logging.getLogger("usad2")
@@ -132,7 +131,7 @@ def build_from_checkpoint(ckpt, where, device="cpu"):
         raise CheckpointError(f"{where}: recorded head inputs {ckpt['head_inputs']} differ from the layer "
                               f"pairs of its teachers {model.head_inputs}")
     stats = TargetStats(ckpt["target_stats"]) if ckpt.get("target_stats") else None
-    task = DistillTask(specs, *student_timing(student.config, student.fbank_config), omega=cfg.get("omega", 10.0),
+    task = DistillTask(specs, student.timing.rate, student.timing.offset, omega=cfg.get("omega", 10.0),
                        any_weight=cfg.get("any_weight", 1.0), tolerance=cfg.get("tolerance", 2), stats=stats,
                        probability_targets=cfg.get("probability_targets", "raw"))
     return model.to(device).eval(), task

@@ -165,18 +165,6 @@ class TargetStats:
         return {k: {"mean": v["mean"].clone(), "std": v["std"].clone()} for k, v in self.stats.items()}
 
 
-def student_timing(model_config, fbank_config):
-    """(frame rate Fraction, offset in seconds of frame 0's centre) of the student's outputs.
-
-    Output frame t is centred on fbank frame time_stride * t (EncoderConfig docstring), and fbank
-    frame f is centred at (f * shift + window / 2) / sample_rate.
-    """
-    shift = int(round(fbank_config.sample_rate * fbank_config.frame_shift_ms / 1000))
-    window = int(round(fbank_config.sample_rate * fbank_config.frame_length_ms / 1000))
-    rate = fractions.Fraction(fbank_config.sample_rate, shift * model_config.time_stride)
-    return rate, (window / 2) / fbank_config.sample_rate
-
-
 class DistillTask:
     """Loss, weighting and target normalisation for a list of TeacherSpecs."""
 

@@ -44,7 +44,7 @@ import torch
 
 from usad2.distill.targets import OfflineTargets, OnlineTargets, with_probability_targets
 from usad2.distill.task import (DistillModel, DistillTask, EvalAccumulator, TargetStats, denormalise_preds,
-                                stage1_spec, stage2_spec, student_timing)
+                                stage1_spec, stage2_spec)
 from usad2.errors import CheckpointError, ConfigError
 from usad2.models.checkpoint import (TRAIN_FORMAT, list_checkpoints, read_model_file, read_training_checkpoint,
                                      remove_stale_temporaries, write_checkpoint)
@@ -264,7 +264,8 @@ class Trainer:
         ckpt = self._read_resume()
         seed_everything(cfg["seed"])  # identical initial weights on every rank
         self._build_model(ckpt)
-        self.task = DistillTask(self.specs, *student_timing(self.student.config, self.student.fbank_config),
+        timing = self.student.timing
+        self.task = DistillTask(self.specs, timing.rate, timing.offset,
                                 omega=cfg["omega"], any_weight=cfg["any_weight"], tolerance=cfg["tolerance"],
                                 probability_targets=cfg.get("probability_targets", "raw"))
         self._build_targets()

@@ -2,13 +2,38 @@
 
 This is what exports hold and what `usad2.load`, the s3prl upstream and the HEAR helper return.
 The front end has no parameters; the state dict is the encoder's under the prefix "encoder.".
+Its output timing (`frame_timing`: exact rate, centre of frame 0, samples per frame) is computed
+here once; distillation's alignment, the probe, s3prl's downsample rate, HEAR / X-ARES and
+model_info all read it from the model.
 """
+import fractions
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
 from usad2.audio.frontend import FbankConfig, compute_fbank
 from usad2.models.encoder import EncoderConfig, StudentEncoder
 from usad2.models.inputs import check_model_input, out_of_memory_error
+
+
+class FrameTiming(NamedTuple):
+    """When the student's output frames are: frame t is centred at offset + t / rate seconds."""
+    rate: fractions.Fraction  # output frames per second, exact (50 at time_stride 2, 25 at 4)
+    offset: float  # seconds from the start of the audio to the centre of frame 0
+    samples_per_frame: int  # input samples per output frame (320 at 50 Hz, 640 at 25 Hz)
+
+
+def frame_timing(config, fbank_config):
+    """The FrameTiming of an EncoderConfig with a FbankConfig (no model needs to be built).
+
+    Output frame t is centred on fbank frame time_stride * t (the conv subsampler's kernel 3 and
+    padding 1, `usad2.models.encoder`), and fbank frame f is centred at (f * shift + window / 2)
+    samples; so frame 0 is centred at half a window and frames are shift * time_stride apart.
+    """
+    step = fbank_config.shift_samples * config.time_stride
+    return FrameTiming(fractions.Fraction(fbank_config.sample_rate, step),
+                       (fbank_config.window_samples / 2) / fbank_config.sample_rate, step)
 
 
 class Usad2Model(nn.Module):
@@ -30,14 +55,19 @@ class Usad2Model(nn.Module):
         self.encoder = StudentEncoder(config)
 
     @property
+    def timing(self):
+        """FrameTiming of the outputs: exact rate, centre of frame 0, samples per frame."""
+        return frame_timing(self.config, self.fbank_config)
+
+    @property
     def frame_rate(self):
-        """Output frames per second (50.0 at time_stride 2, 25.0 at 4)."""
-        return 1000.0 / self.fbank_config.frame_shift_ms / self.config.time_stride
+        """Output frames per second as a float (50.0 at time_stride 2, 25.0 at 4); exact: timing.rate."""
+        return float(self.timing.rate)
 
     @property
     def downsample_rate(self):
         """Input samples per output frame (320 at 50 Hz, 640 at 25 Hz)."""
-        return self.fbank_config.shift_samples * self.config.time_stride
+        return self.timing.samples_per_frame
 
     def features(self, wavs, wav_lengths=None):
         """The fbank front end: (feats (B, T, bins), feat_lengths (B,)) on the model's device.

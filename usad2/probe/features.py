@@ -82,13 +82,6 @@ class ProbedModel:
         return list(self.layer_names or [f"L{i + 1}" for i in range(self.num_layers)])
 
 
-def _student_offset(model):
-    """Centre (s) of the student's frame 0: fbank window centre, shifted by the time stride."""
-    cfg = model.fbank_config
-    stride = model.config.time_stride
-    return (cfg.window_samples / 2 + (stride - 1) * cfg.shift_samples / 2) / cfg.sample_rate
-
-
 class StudentProbe(ProbedModel):
     """The student encoder's frontend output and block outputs."""
 
@@ -96,8 +89,8 @@ class StudentProbe(ProbedModel):
         self.name, self.model, self._identity = name, model.eval(), identity
         self.num_layers = model.config.num_layers + 1
         self.layer_names = ["frontend"] + [f"L{i}" for i in range(1, model.config.num_layers + 1)]
-        self.frame_rate = float(model.frame_rate)
-        self.frame_offset = _student_offset(model)
+        self.frame_rate = float(model.timing.rate)
+        self.frame_offset = model.timing.offset  # the centre of frame 0, as distillation aligns it
 
     def identity(self):
         return self._identity

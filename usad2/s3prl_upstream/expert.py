@@ -95,11 +95,6 @@ def find_export(ckpt):
     return ckpt
 
 
-def downsample_rate(model):
-    """Input samples per output frame, from the configuration: fbank hop x time stride."""
-    return model.fbank_config.shift_samples * int(model.config.time_stride)
-
-
 class UpstreamExpert(torch.nn.Module):
     """s3prl upstream around `usad2.load(ckpt)`; see the module docstring for the contract."""
 
@@ -113,7 +108,7 @@ class UpstreamExpert(torch.nn.Module):
         self.num_states = self.model.config.num_layers + 1
         self.layers = resolve_layers(options["layers"], self.num_states,
                                      source=model_config or "model_config")
-        self._downsample_rate = downsample_rate(self.model)
+        self._downsample_rate = self.model.downsample_rate  # fbank hop x time stride (Usad2Model.timing)
         try:
             self.precision = resolve_precision(options["precision"], next(self.model.parameters()).device)
         except ConfigError as e:
