@@ -57,7 +57,8 @@ setup(
     packages=find_packages(include=["usad2", "usad2.*"]),
     include_package_data=True,
     cmdclass={"build_py": build_py_with_pth},
-    package_data={"usad2": ["teachers/cards/*.yaml", "teachers/manifests/*", "s3prl_upstream/configs/*.yaml"]},
+    package_data={"usad2": ["teachers/cards/*.yaml", "teachers/manifests/*", "s3prl_upstream/configs/*.yaml",
+                            "domains/taggers/*"]},
     install_requires=[
         "torch==2.8.0",
         "torchaudio==2.8.0",
