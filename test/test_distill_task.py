@@ -5,6 +5,7 @@ then fixed random projections with tanh, one output per layer, times the card's 
 registered on import, so trainer subprocesses load it with `--plugins test_distill_task`.
 Helpers here (data dirs, cards) are shared with test_trainer.py.
 """
+import dataclasses
 import fractions
 import math
 import os
@@ -451,17 +452,18 @@ def test_bce_heads_skip_standardisation_and_report_posteriors():
 
 def test_stage2_keeping_stage1_teachers_merges_a_teacher_of_both_stages():
     """--drop_stage1 false with yamnet in both lists: one yamnet spec, its K layers plus its last."""
+    from usad2.distill.config import TrainConfig
     from usad2.distill.trainer import teacher_specs
 
-    cfg = {"teachers": ["speech_embedding", "yamnet"], "stage2_teachers": ["resemblyzer", "yamnet"],
-           "drop_stage1": False, "k": 4, "stage2_student_layer": -1}
+    cfg = TrainConfig(train_dir="t", out_dir="o", teachers=["speech_embedding", "yamnet"],
+                      stage2_teachers=["resemblyzer", "yamnet"], drop_stage1=False)
     specs = teacher_specs(cfg, 4)
     assert [s.name for s in specs] == ["speech_embedding", "yamnet", "resemblyzer"]
     yam = specs[1]
     assert yam.teacher_layers == [2, 4, 6, 7] and yam.pairs[-1] == (4, 7) and yam.widths[7] == 521
-    assert [s.name for s in teacher_specs(dict(cfg, drop_stage1=True), 4)] == ["resemblyzer", "yamnet"]
+    assert [s.name for s in teacher_specs(dataclasses.replace(cfg, drop_stage1=True), 4)] == ["resemblyzer", "yamnet"]
     with pytest.raises(ConfigError, match="listed twice"):
-        teacher_specs(dict(cfg, teachers=["yamnet", "yamnet"]), 4)
+        teacher_specs(dataclasses.replace(cfg, teachers=["yamnet", "yamnet"]), 4)
 
 
 def test_mse_heads_use_squared_error_and_one_scale_per_layer():

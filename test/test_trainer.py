@@ -5,6 +5,7 @@ torchrun with 2 processes (DDP and FSDP, gloo) reproduces the single-process los
 at a random step then rerunning the same command continues the loss sequence exactly, with no
 half-written checkpoint; stage 2 and depth up-scaling start from stage-1 weights.
 """
+import dataclasses
 import json
 import os
 import random
@@ -20,6 +21,7 @@ from test_distill_task import make_data_dir, mean_predictions, write_cards
 from usad2.bin.distill import main, parse_args, replay_script
 from usad2.data.pipeline import EvalPipeline
 from usad2.distill import trainer as T
+from usad2.distill.config import RENAMED, TrainConfig
 from usad2.distill.task import EvalAccumulator, TargetStats
 from usad2.errors import ConfigError
 from usad2.models.checkpoint import TRAIN_FORMAT, model_from_checkpoint
@@ -83,11 +85,12 @@ def test_replay_script_quotes_and_uses_torchrun():
     assert "-m usad2.bin.distill --out x" in single and "torchrun" not in single
 
 
-def mean_predictor_dev_loss(cfg):
+def mean_predictor_dev_loss(saved):
     """Dev loss (same loss, weights and alignment) of predicting each target dimension's training mean."""
-    trainer = T.Trainer(dict(cfg, out=cfg["out"] + "_baseline"), dist.DistEnv(), "cpu")
+    cfg = TrainConfig.from_saved(saved)
+    trainer = T.Trainer(dataclasses.replace(cfg, out_dir=cfg.out_dir + "_baseline"), dist.DistEnv(), "cpu")
     task, stats = trainer.task, TargetStats()
-    for batch in EvalPipeline(cfg["train_data"], batch_seconds=20):
+    for batch in EvalPipeline(cfg.train_dir, batch_seconds=20):
         targets = trainer.train_targets.get(batch)
         for spec in task.specs:
             for key, out in zip(spec.keys(), targets[spec.name][0]):
@@ -259,14 +262,31 @@ def test_rerun_with_other_options_is_refused(corpus, stage1):
         main(argv(corpus, out, 8, "--teachers", "tiny_speech", dev=False))
 
 
+def test_checkpoint_with_an_old_dict_config_resumes(corpus, tmp_path):
+    """A step file whose config predates the typed config (old option names, no probability_targets
+    key) is the same experiment to today's command: the rerun resumes it instead of refusing."""
+    out = str(tmp_path / "old")
+    main(argv(corpus, out, 2, "--save_every", "2", dev=False))
+    path = os.path.join(out, "checkpoints", "step_00000002.pt")
+    ckpt = torch.load(path, weights_only=True)
+    for old, new in RENAMED.items():
+        ckpt["config"][old] = ckpt["config"].pop(new)
+    del ckpt["config"]["probability_targets"]
+    torch.save(ckpt, path)
+    main(argv(corpus, out, 3, "--save_every", "2", dev=False))
+    assert sorted(losses(out)) == [1, 2, 3]
+    saved = torch.load(os.path.join(out, "checkpoints", "last.pt"), weights_only=True)["config"]
+    assert saved["train_dir"] == corpus["train"] and "train_data" not in saved
+
+
 def test_config_file_aliases_and_init_dir(tmp_path, stage1):
 
     cfg = tmp_path / "distill.yaml"
     cfg.write_text("max_steps: 7\nteachers: [a, b]\nstudent: small\nlr: 0.001\n")
     args = parse_args(["--config", str(cfg), "--train_dir", "tr", "--out_dir", "o", "--lr", "0.5",
                        "--init", os.path.dirname(os.path.dirname(stage1))])
-    assert (args.max_steps, args.teachers, args.preset, args.lr) == (7, ["a", "b"], "small", 0.5)
-    assert (args.train_data, args.out) == ("tr", "o")
+    assert (args.max_steps, args.teachers, args.student, args.lr) == (7, ["a", "b"], "small", 0.5)
+    assert (args.train_dir, args.out_dir) == ("tr", "o")
     assert args.init == stage1  # an experiment dir means its last.pt (no best.pt without dev)
     assert parse_args(["--train_data", "t", "--out", "o", "--targets_dir", "x",
                        "--teacher_mode", "online"]).targets_dir is None
@@ -275,7 +295,7 @@ def test_config_file_aliases_and_init_dir(tmp_path, stage1):
     cfg.write_text("max_stepz: 3\n")
     with pytest.raises(ConfigError, match="unknown option 'max_stepz'"):
         parse_args(["--config", str(cfg), "--train_data", "t", "--out", "o"])
-    with pytest.raises(ConfigError, match="--out is required"):
+    with pytest.raises(ConfigError, match="--out_dir is required"):
         parse_args(["--train_data", "t"])
 
 
@@ -324,9 +344,9 @@ def test_linear_heads_train_and_are_saved_as_linear(corpus, tmp_path):
 
 def test_demo_harmony_config_is_the_default_plus_linear_heads_and_mse(repo_dir):
     conf = os.path.join(repo_dir, "egs", "multidomain", "conf")
-    default = vars(parse_args(["--config", os.path.join(conf, "distill_default.yaml"), "--train_data", "t",
-                               "--out", "o"]))
-    harmony = vars(parse_args(["--config", os.path.join(conf, "distill_default_harmony.yaml"), "--train_data",
-                               "t", "--out", "o"]))
+    default = parse_args(["--config", os.path.join(conf, "distill_default.yaml"), "--train_data", "t",
+                          "--out", "o"]).to_dict()
+    harmony = parse_args(["--config", os.path.join(conf, "distill_default_harmony.yaml"), "--train_data",
+                          "t", "--out", "o"]).to_dict()
     changed = {k: (default[k], harmony[k]) for k in default if default[k] != harmony[k] and k != "config"}
     assert changed == {"head_hidden": (None, 0), "probability_targets": ("raw", "mse")}

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from usad2.distill.align import align
+from usad2.distill.config import TrainConfig
 from usad2.distill.targets import OfflineTargets, OnlineTargets, with_probability_targets
 from usad2.distill.task import DistillModel, DistillTask, TargetStats, _spec, denormalise_preds
 from usad2.errors import CheckpointError, ConfigError
@@ -104,7 +105,7 @@ def teacher_specs_of(ckpt, where):
     """TeacherSpecs of the heads a checkpoint records (its `teachers`: name, frame rate, layer pairs)."""
     from usad2.teachers.registry import load_card
 
-    dirs = ckpt["config"].get("teacher_cards") or None
+    dirs = TrainConfig.from_saved(ckpt["config"], where).teacher_cards or None
     specs = []
     for rec in ckpt.get("teachers") or []:
         card = load_card(rec["name"], dirs)
@@ -121,19 +122,19 @@ def build_from_checkpoint(ckpt, where, device="cpu"):
     """(DistillModel in eval mode, DistillTask) of a training checkpoint, as the trainer builds them."""
     from usad2.models.wave_encoder import Usad2Model
 
-    cfg = ckpt["config"]
+    cfg = TrainConfig.from_saved(ckpt["config"], where)
     student = Usad2Model(ckpt["model_config"], ckpt["fbank_config"])
     student.load_state_dict(ckpt["model"], strict=True)
     specs = teacher_specs_of(ckpt, where)
-    model = DistillModel(student, specs, cfg.get("head_hidden"))
+    model = DistillModel(student, specs, cfg.head_hidden)
     model.heads.load_state_dict(ckpt["heads"], strict=True)
     if ckpt.get("head_inputs") and dict(ckpt["head_inputs"]) != model.head_inputs:
         raise CheckpointError(f"{where}: recorded head inputs {ckpt['head_inputs']} differ from the layer "
                               f"pairs of its teachers {model.head_inputs}")
     stats = TargetStats(ckpt["target_stats"]) if ckpt.get("target_stats") else None
-    task = DistillTask(specs, student.timing.rate, student.timing.offset, omega=cfg.get("omega", 10.0),
-                       any_weight=cfg.get("any_weight", 1.0), tolerance=cfg.get("tolerance", 2), stats=stats,
-                       probability_targets=cfg.get("probability_targets", "raw"))
+    task = DistillTask(specs, student.timing.rate, student.timing.offset, omega=cfg.omega,
+                       any_weight=cfg.any_weight, tolerance=cfg.tolerance, stats=stats,
+                       probability_targets=cfg.probability_targets)
     return model.to(device).eval(), task
 
 
@@ -141,13 +142,13 @@ def target_provider(cfg, specs, set_name, targets_dir=None, device="cpu"):
     """Dev targets as the trainer reads them: offline from `targets_dir`, else the teachers online."""
     from usad2.teachers.registry import build_teacher, load_card
 
-    dirs = cfg.get("teacher_cards") or None
+    dirs = cfg.teacher_cards or None
     layers = {s.name: s.teacher_layers for s in specs}
     if targets_dir:
         provider = OfflineTargets(targets_dir, set_name, {s.name: load_card(s.name, dirs) for s in specs}, layers)
     else:
         provider = OnlineTargets({s.name: build_teacher(s.name, device=device, card_dirs=dirs) for s in specs}, layers)
-    return with_probability_targets(provider, specs, cfg.get("probability_targets", "raw"))
+    return with_probability_targets(provider, specs, cfg.probability_targets)
 
 
 def subset_dev_dir(dev_dir, max_utts, tmp, seed=0):
@@ -221,15 +222,15 @@ def evaluate_checkpoint(ckpt, where, dev_dir, targets_dir=None, max_utts=0, batc
     from usad2.data.pipeline import EvalPipeline
     from usad2.distill.trainer import import_plugins
 
-    cfg = ckpt["config"]
-    import_plugins(cfg.get("plugins"))  # families of online teachers
+    cfg = TrainConfig.from_saved(ckpt["config"], where)
+    import_plugins(cfg.plugins)  # families of online teachers
     model, task = build_from_checkpoint(ckpt, where, device)
     set_name = os.path.basename(os.path.normpath(dev_dir))
     provider = target_provider(cfg, task.specs, set_name, targets_dir, device)
     with tempfile.TemporaryDirectory(prefix="usad2_fidelity_") as tmp:
         data_dir, utterances = subset_dev_dir(dev_dir, max_utts, tmp)
-        pipe = EvalPipeline(data_dir, batch_seconds=batch_seconds or cfg.get("dev_batch_seconds") or 60.0,
-                            max_seconds=cfg.get("dev_max_seconds"))
+        pipe = EvalPipeline(data_dir, batch_seconds=batch_seconds or cfg.dev_batch_seconds,
+                            max_seconds=cfg.dev_max_seconds)
         if task.stats is not None:
             norm, how = task.stats.stats, "the checkpoint's TargetStats (training targets)"
         else:  # a first pass for the statistics of exactly the frames measured

@@ -42,6 +42,7 @@ import time
 import numpy as np
 import torch
 
+from usad2.distill.config import TrainConfig
 from usad2.distill.targets import OfflineTargets, OnlineTargets, with_probability_targets
 from usad2.distill.task import (DistillModel, DistillTask, EvalAccumulator, TargetStats, denormalise_preds,
                                 stage1_spec, stage2_spec)
@@ -56,11 +57,6 @@ from usad2.utils import dist
 from usad2.utils.precision import autocast, resolve_precision
 
 logger = logging.getLogger("usad2")
-# options whose change makes an existing experiment directory a different experiment
-IDENTITY_KEYS = ("teachers", "stage2_teachers", "stage2_student_layer", "k", "preset", "init",
-                 "upscale_ranges", "targets_dir", "target_norm", "probability_targets", "train_data", "seed", "batch_seconds",
-                 "crop_seconds", "grad_accum", "fsdp")
-
 
 # ----------------------------------------------------------------------------- schedule, RNG
 def lr_factor(step, warmup_steps, max_steps, schedule="linear", min_ratio=0.0):
@@ -160,38 +156,38 @@ def read_init(path):
 
 def build_student(cfg):
     """(Usad2Model, init heads state or None) from --preset or --init (+ --upscale_ranges)."""
-    overrides = {} if cfg.get("dropout") is None else {"dropout": cfg["dropout"],
-                                                       "attention_dropout": cfg["dropout"]}
-    if not cfg.get("init"):
-        if cfg.get("upscale_ranges"):
+    overrides = {} if cfg.dropout is None else {"dropout": cfg.dropout,
+                                                       "attention_dropout": cfg.dropout}
+    if not cfg.init:
+        if cfg.upscale_ranges:
             raise ConfigError("--upscale_ranges needs --init (a trained model to up-scale)")
-        return Usad2Model(get_preset(cfg["preset"], **overrides)), None
-    config, fbank, state, heads = read_init(cfg["init"])
-    if cfg.get("upscale_ranges"):
-        config, state, sources = upscale(config, state, cfg["upscale_ranges"])
-        logger.info("up-scaled %s to %d layers (source layers %s)", cfg["init"], len(sources), sources)
+        return Usad2Model(get_preset(cfg.student, **overrides)), None
+    config, fbank, state, heads = read_init(cfg.init)
+    if cfg.upscale_ranges:
+        config, state, sources = upscale(config, state, cfg.upscale_ranges)
+        logger.info("up-scaled %s to %d layers (source layers %s)", cfg.init, len(sources), sources)
     config = dict(config, **overrides)
     student = Usad2Model(config, fbank)
     student.load_state_dict(state, strict=True)
-    logger.info("initialised the student from %s", cfg["init"])
+    logger.info("initialised the student from %s", cfg.init)
     return student, heads
 
 
 def teacher_specs(cfg, num_student_layers):
     """TeacherSpecs of the stage-1 (K-sparse) and stage-2 (last layer) teachers."""
-    dirs = cfg.get("teacher_cards") or None
-    stage2 = [t for t in cfg.get("stage2_teachers") or [] if t]
-    stage1 = [t for t in cfg.get("teachers") or [] if t]
-    if stage2 and cfg.get("drop_stage1", True):
+    dirs = cfg.teacher_cards or None
+    stage2 = [t for t in cfg.stage2_teachers or [] if t]
+    stage1 = [t for t in cfg.teachers or [] if t]
+    if stage2 and cfg.drop_stage1:
         if stage1:
             logger.info("stage 2 with --drop_stage1 true: not distilling from %s", ", ".join(stage1))
         stage1 = []
     for names in (stage1, stage2):
         if len(set(names)) != len(names):
             raise ConfigError(f"a teacher is listed twice: {names}")
-    specs = [stage1_spec(load_card(n, dirs), num_student_layers, cfg["k"]) for n in stage1]
+    specs = [stage1_spec(load_card(n, dirs), num_student_layers, cfg.k) for n in stage1]
     for name in stage2:
-        spec = stage2_spec(load_card(name, dirs), num_student_layers, cfg["stage2_student_layer"])
+        spec = stage2_spec(load_card(name, dirs), num_student_layers, cfg.stage2_student_layer)
         same = [s for s in specs if s.name == name]
         if same:  # kept stage-1 teacher that is also a "+" teacher: one spec with both layer sets
             same[0].pairs += [p for p in spec.pairs if p not in same[0].pairs]
@@ -212,7 +208,7 @@ def heads_hidden(heads_state):
 
 def load_init_heads(model, heads_state, cfg):
     """Copy heads of the init checkpoint whose key and shape match (unless dropped)."""
-    if not heads_state or (cfg.get("stage2_teachers") and cfg.get("drop_stage1", True)):
+    if not heads_state or (cfg.stage2_teachers and cfg.drop_stage1):
         return []
     own = model.heads.state_dict()
     taken = {k: v for k, v in heads_state.items() if k in own and own[k].shape == v.shape}
@@ -236,11 +232,12 @@ def import_plugins(names):
 
 # ----------------------------------------------------------------------------- checkpoints
 def check_resume_config(saved, cfg, path):
-    changed = [k for k in IDENTITY_KEYS if saved.get(k) != cfg.get(k)]
+    """Refuse to resume `path` (saved config dict) under options that make it another experiment."""
+    changed = cfg.identity_changes(TrainConfig.from_saved(saved, path))
     if changed:
-        details = "; ".join(f"{k}: {saved.get(k)!r} -> {cfg.get(k)!r}" for k in changed)
+        details = "; ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in changed)
         raise ConfigError(f"{path}: this experiment was started with different options ({details}); "
-                          "use a new --out or the original options")
+                          "use a new --out_dir or the original options")
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -249,35 +246,33 @@ class Trainer:
 
     def __init__(self, cfg, dist_env, device):
         self.cfg, self.env, self.device = cfg, dist_env, device
-        self.out = cfg["out"]
+        self.out = cfg.out_dir
         self.ckpt_dir = os.path.join(self.out, "checkpoints")
         os.makedirs(self.ckpt_dir, exist_ok=True)
-        import_plugins(cfg.get("plugins"))
+        import_plugins(cfg.plugins)
         self.step, self.dev_history, self.best = 0, [], None
         self.hours, self.flops = 0.0, 0.0
-        self.precision = resolve_precision(cfg.get("precision", "fp32"), device)
-        logger.info("precision: %s (asked: %s)", self.precision, cfg.get("precision", "fp32"))
+        self.precision = resolve_precision(cfg.precision, device)
+        logger.info("precision: %s (asked: %s)", self.precision, cfg.precision)
         if dist_env.is_main:
             remove_stale_temporaries(self.ckpt_dir)
         resume = list_checkpoints(self.ckpt_dir)
         self.resume_path = resume[-1][1] if resume else None
         ckpt = self._read_resume()
-        seed_everything(cfg["seed"])  # identical initial weights on every rank
+        seed_everything(cfg.seed)  # identical initial weights on every rank
         self._build_model(ckpt)
         timing = self.student.timing
         self.task = DistillTask(self.specs, timing.rate, timing.offset,
-                                omega=cfg["omega"], any_weight=cfg["any_weight"], tolerance=cfg["tolerance"],
-                                probability_targets=cfg.get("probability_targets", "raw"))
+                                omega=cfg.omega, any_weight=cfg.any_weight, tolerance=cfg.tolerance,
+                                probability_targets=cfg.probability_targets)
         self._build_targets()
         self._build_pipelines()
-        if cfg["target_norm"] == "standardize":
+        if cfg.target_norm == "standardize":
             self.task.stats = TargetStats(ckpt["target_stats"]) if ckpt else self._compute_stats()
             self.task.stats.pool_std(self.task.squared_keys)  # mse: one scale per probability layer
-        elif cfg["target_norm"] != "none":
-            raise ConfigError(f"--target_norm must be none or standardize, got {cfg['target_norm']!r}")
         self._wrap()
         self._build_optimizer()
-        seed_everything(cfg["seed"] + 7919 * (dist_env.rank + 1))  # per-rank dropout streams
+        seed_everything(cfg.seed + 7919 * (dist_env.rank + 1))  # per-rank dropout streams
         if ckpt:
             self._restore(ckpt)
         self.train_iter = iter(self.train_pipe)
@@ -310,7 +305,7 @@ class Trainer:
             student, init_heads = build_student(cfg)
         self.student = student
         self.specs = teacher_specs(cfg, student.config.num_layers)
-        hidden = cfg.get("head_hidden")
+        hidden = cfg.head_hidden
         if hidden is None:  # unset: the heads continue as they were (a resume, or kept stage-1 heads)
             hidden = heads_hidden(ckpt["heads"] if ckpt else init_heads)
         model = DistillModel(student, self.specs, hidden)
@@ -324,18 +319,18 @@ class Trainer:
     def _build_targets(self):
         cfg = self.cfg
         layers = {s.name: s.teacher_layers for s in self.specs}
-        if cfg.get("targets_dir"):
-            cards = {s.name: load_card(s.name, cfg.get("teacher_cards") or None) for s in self.specs}
-            root = cfg["targets_dir"]
-            self.train_targets = OfflineTargets(root, os.path.basename(os.path.normpath(cfg["train_data"])),
+        if cfg.targets_dir:
+            cards = {s.name: load_card(s.name, cfg.teacher_cards or None) for s in self.specs}
+            root = cfg.targets_dir
+            self.train_targets = OfflineTargets(root, os.path.basename(os.path.normpath(cfg.train_dir)),
                                                 cards, layers)
-            self.dev_targets = (OfflineTargets(root, os.path.basename(os.path.normpath(cfg["dev_data"])),
-                                               cards, layers) if cfg.get("dev_data") else None)
+            self.dev_targets = (OfflineTargets(root, os.path.basename(os.path.normpath(cfg.dev_dir)),
+                                               cards, layers) if cfg.dev_dir else None)
         else:
-            teachers = {s.name: build_teacher(s.name, device=self.device, card_dirs=cfg.get("teacher_cards") or None)
+            teachers = {s.name: build_teacher(s.name, device=self.device, card_dirs=cfg.teacher_cards or None)
                         for s in self.specs}
             self.train_targets = self.dev_targets = OnlineTargets(teachers, layers, self.precision)
-        mode = cfg.get("probability_targets", "raw")  # checkpoints before the option: raw
+        mode = cfg.probability_targets
         self.train_targets = with_probability_targets(self.train_targets, self.specs, mode)
         self.dev_targets = with_probability_targets(self.dev_targets, self.specs, mode)
 
@@ -343,38 +338,38 @@ class Trainer:
         from usad2.data.pipeline import EvalPipeline, TrainPipeline
 
         cfg, env = self.cfg, self.env
-        self.train_pipe = TrainPipeline(cfg["train_data"], batch_seconds=cfg["batch_seconds"],
-                                        crop_seconds=cfg["crop_seconds"], seed=cfg["seed"], rank=env.rank,
-                                        world_size=env.world_size, use_weights=cfg["use_weights"],
-                                        num_workers=cfg["num_workers"])
-        self.dev_pipe = (EvalPipeline(cfg["dev_data"], batch_seconds=cfg["dev_batch_seconds"],
-                                      max_seconds=cfg.get("dev_max_seconds"), rank=env.rank,
-                                      world_size=env.world_size, num_workers=cfg["num_workers"])
-                         if cfg.get("dev_data") else None)
+        self.train_pipe = TrainPipeline(cfg.train_dir, batch_seconds=cfg.batch_seconds,
+                                        crop_seconds=cfg.crop_seconds, seed=cfg.seed, rank=env.rank,
+                                        world_size=env.world_size, use_weights=cfg.use_weights,
+                                        num_workers=cfg.num_workers)
+        self.dev_pipe = (EvalPipeline(cfg.dev_dir, batch_seconds=cfg.dev_batch_seconds,
+                                      max_seconds=cfg.dev_max_seconds, rank=env.rank,
+                                      world_size=env.world_size, num_workers=cfg.num_workers)
+                         if cfg.dev_dir else None)
 
     def _compute_stats(self):
         """Target statistics over `norm_batches` training batches of a separate pipeline."""
         from usad2.data.pipeline import TrainPipeline
 
         cfg = self.cfg
-        pipe = TrainPipeline(cfg["train_data"], batch_seconds=cfg["batch_seconds"], crop_seconds=cfg["crop_seconds"],
-                             seed=cfg["seed"] + 1, rank=self.env.rank, world_size=self.env.world_size,
-                             use_weights=cfg["use_weights"], num_workers=cfg["num_workers"])
+        pipe = TrainPipeline(cfg.train_dir, batch_seconds=cfg.batch_seconds, crop_seconds=cfg.crop_seconds,
+                             seed=cfg.seed + 1, rank=self.env.rank, world_size=self.env.world_size,
+                             use_weights=cfg.use_weights, num_workers=cfg.num_workers)
         stats = TargetStats()
-        for i, batch in zip(range(cfg["norm_batches"]), pipe):
+        for i, batch in zip(range(cfg.norm_batches), pipe):
             targets = self.train_targets.get(batch, self.device)
             for spec in self.specs:
                 outputs, lengths = targets[spec.name]
                 for key, out in zip(spec.keys(), outputs):
                     stats.add(key, out, lengths)
         stats.finish(self.device)
-        logger.info("target statistics over %d batches: %s", cfg["norm_batches"], ", ".join(
+        logger.info("target statistics over %d batches: %s", cfg.norm_batches, ", ".join(
             f"{k} mean|std| {float(v['std'].mean()):.3g}" for k, v in stats.stats.items()))
         return stats
 
     def _wrap(self):
         model = self.raw_model
-        if self.cfg["fsdp"]:
+        if self.cfg.fsdp:
             from torch.distributed.fsdp import fully_shard
 
             if dist.is_initialized():
@@ -398,11 +393,11 @@ class Trainer:
 
     def _build_optimizer(self):
         cfg = self.cfg
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg["lr"], cfg["weight_decay"],
-                                                        cfg.get("head_lr_scale", 1.0)),
-                                           lr=cfg["lr"], betas=(0.9, 0.98), eps=1e-6)
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.lr, cfg.weight_decay,
+                                                        cfg.head_lr_scale),
+                                           lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(
-            s, cfg["warmup_steps"], cfg["max_steps"], cfg["schedule"], cfg["min_lr_ratio"]))
+            s, cfg.warmup_steps, cfg.max_steps, cfg.schedule, cfg.min_lr_ratio))
 
     def _restore(self, ckpt):
         self._load_optimizer(ckpt["optimizer"])
@@ -421,7 +416,7 @@ class Trainer:
     # -- state dicts (FSDP-aware)
     def _full_state(self):
         """(model state, optimizer state), full and on CPU; a collective under FSDP."""
-        if self.cfg["fsdp"] and dist.is_initialized():
+        if self.cfg.fsdp and dist.is_initialized():
             from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                                  get_optimizer_state_dict)
 
@@ -431,7 +426,7 @@ class Trainer:
         return ({k: v.detach().cpu() for k, v in self.raw_model.state_dict().items()}, self.optimizer.state_dict())
 
     def _load_optimizer(self, state):
-        if self.cfg["fsdp"] and dist.is_initialized():
+        if self.cfg.fsdp and dist.is_initialized():
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
             set_optimizer_state_dict(self.model, self.optimizer, state,
@@ -452,22 +447,22 @@ class Trainer:
                 preds, lengths = self.model(batch.wavs.to(self.device), batch.lengths.to(self.device))
             extra = torch.tensor([batch.lengths.sum().item(), lengths.sum().item()], dtype=torch.float64)
             loss, metrics, sums = self.task.loss(preds, lengths, targets, batch, extra)
-            (loss / self.cfg["grad_accum"]).backward()
+            (loss / self.cfg.grad_accum).backward()
         return metrics, sums
 
     def train_step(self):
         """One optimizer step over `grad_accum` micro-batches; returns the step's metrics."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        accum = self.cfg["grad_accum"]
+        accum = self.cfg.grad_accum
         merged, seconds, frames = {}, 0.0, 0.0
         for micro in range(accum):
             metrics, sums = self._micro_step(micro == accum - 1)
             for k, v in metrics.items():
                 merged[k] = merged.get(k, 0.0) + v / accum
             seconds, frames = seconds + float(sums[0]) / 16000.0, frames + float(sums[1])
-        grad_norm = clip_gradients(self.model.parameters(), self.cfg["clip_grad"],
-                                   sharded=self.cfg["fsdp"] and dist.is_initialized())
+        grad_norm = clip_gradients(self.model.parameters(), self.cfg.clip_grad,
+                                   sharded=self.cfg.fsdp and dist.is_initialized())
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
@@ -486,7 +481,7 @@ class Trainer:
         """Dev loss in original target units over the whole dev set (all ranks)."""
         self.model.eval()
         acc = EvalAccumulator(self.task)
-        fsdp = self.cfg["fsdp"] and dist.is_initialized()
+        fsdp = self.cfg.fsdp and dist.is_initialized()
         module = self.model.module if isinstance(self.model, torch.nn.parallel.DistributedDataParallel) else self.model
         for batch in self.dev_pipe:
             if len(batch) == 0:
@@ -510,7 +505,7 @@ class Trainer:
             if is_best:
                 self.best = {"step": self.step, "loss": dev["loss"]}
             ckpt = {
-                "format": TRAIN_FORMAT, "step": self.step, "config": dict(self.cfg),
+                "format": TRAIN_FORMAT, "step": self.step, "config": self.cfg.to_dict(),
                 "model": {k[len("student."):]: v for k, v in model_state.items() if k.startswith("student.")},
                 "heads": {k[len("heads."):]: v for k, v in model_state.items() if k.startswith("heads.")},
                 "model_config": self.student.config.to_dict(), "fbank_config": self.student.fbank_config.to_dict(),
@@ -522,7 +517,7 @@ class Trainer:
                 "data": datas, "rng": rngs, "dev_history": list(self.dev_history), "best": self.best,
                 "hours": self.hours, "flops": self.flops,
             }
-            path = write_checkpoint(ckpt, self.ckpt_dir, self.cfg["keep_last"], is_best)
+            path = write_checkpoint(ckpt, self.ckpt_dir, self.cfg.keep_last, is_best)
             logger.info("saved %s%s", path, " (best so far)" if is_best else "")
         dist.barrier()
 
@@ -542,23 +537,23 @@ class Trainer:
         from tqdm import tqdm
 
         cfg = self.cfg
-        bar = tqdm(total=cfg["max_steps"], initial=self.step, disable=not self.env.is_main,
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not self.env.is_main,
                    desc="distill", mininterval=10, dynamic_ncols=True)
         last, start = {}, time.time()
-        while self.step < cfg["max_steps"]:
+        while self.step < cfg.max_steps:
             metrics = self.train_step()
             dev = None
-            final = self.step == cfg["max_steps"]
-            if self.dev_pipe is not None and (self.step % cfg["dev_every"] == 0 or final):
+            final = self.step == cfg.max_steps
+            if self.dev_pipe is not None and (self.step % cfg.dev_every == 0 or final):
                 dev = self.evaluate()
                 self.dev_history.append({"step": self.step, **dev})
                 metrics.update({f"dev/{k}": v for k, v in dev.items()})
             self.log_metrics(metrics)
-            if self.step % cfg["log_every"] == 0 or final or dev is not None:
+            if self.step % cfg.log_every == 0 or final or dev is not None:
                 logger.info("step %d loss %.4f lr %.3g grad %.3g hours %.4f flops %.3g%s", self.step,
                             metrics["loss"], metrics["lr"], metrics["grad_norm"], self.hours, self.flops,
                             f" dev {dev['loss']:.4f}" if dev else "")
-            if self.step % cfg["save_every"] == 0 or final:
+            if self.step % cfg.save_every == 0 or final:
                 self.save(dev)
             bar.update(1)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", refresh=False)
@@ -573,8 +568,8 @@ class Trainer:
 def train(cfg):
     """Set up the distributed environment from torchrun/Slurm variables and train."""
     env = dist.read_env()
-    device = dist.pick_device(env, cfg.get("device", "auto"))
-    torch.set_num_threads(cfg.get("threads") or torch.get_num_threads())
+    device = dist.pick_device(env, cfg.device)
+    torch.set_num_threads(cfg.threads or torch.get_num_threads())
     dist.init(env, device)
     try:
         return Trainer(cfg, env, device).run()
