@@ -1,14 +1,11 @@
-"""The ablation driver (usad2.studies.ablate) and the recipe's ablation options (egs/TEMPLATE/usad2.sh).
+"""The ablation driver (usad2.studies.ablate) and stage 8's s3prl probe.
 
 The driver runs on the tiny synthetic teachers of test_distill_task with offline targets
-extracted once; the recipe options are checked by running stages 5-8 with an interpreter
-wrapper that records each usad2 verb's arguments instead of running it.
+extracted once. The recipe's own options (egs/TEMPLATE/usad2.sh) are tested in
+test_recipe_options.py.
 """
 import json
 import os
-import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -189,145 +186,6 @@ def test_driver_full_grid_two_seeds(shared, tmp_path, test_env):
     assert "tiny_speech,tiny_audio " in cfg and "--seed 1" in cfg
 
 
-# ---- recipe options ------------------------------------------------------------------------------
-@pytest.fixture
-def recorded_recipe(tmp_path, repo_dir):
-    """A copy of the recipe whose --python records `-m usad2.bin.*` calls instead of running them."""
-    root = tmp_path / "repo"
-    root.mkdir()
-    shutil.copytree(repo_dir / "utils", root / "utils", symlinks=True)
-    for recipe in ("TEMPLATE", "multidomain"):
-        shutil.copytree(repo_dir / "egs" / recipe, root / "egs" / recipe, symlinks=True,
-                        ignore=shutil.ignore_patterns("data", "dump", "exp", "db.local.sh"))
-    (root / "tools").symlink_to(repo_dir / "tools")
-    (root / "usad2").symlink_to(repo_dir / "usad2")
-    calls = tmp_path / "calls.txt"
-    fake = tmp_path / "python"
-    fake.write_text(f"#!/usr/bin/env bash\nif [ \"$1\" = -m ] && [[ \"$2\" == usad2.bin.* ]]; then\n"
-                    f"  echo \"$*\" >> {calls}; exit 0\nfi\nexec {sys.executable} \"$@\"\n")
-    fake.chmod(0o755)
-    return root / "egs" / "multidomain", fake, calls
-
-
-def _recipe(recorded, *args):
-    recipe, fake, calls = recorded
-    if calls.exists():
-        calls.unlink()
-    r = subprocess.run(["./run.sh", "--python", str(fake), "--stage", "5", "--stop_stage", "8", *args],
-                       cwd=recipe, capture_output=True, text=True, timeout=120)
-    lines = calls.read_text().splitlines() if calls.exists() else []
-    return r, {line.split()[1].split(".")[-1]: line.split() for line in reversed(lines)}, lines
-
-
-def _val(words, name):
-    return words[words.index(name) + 1]
-
-
-def test_recipe_defaults_run_both_stages(recorded_recipe):
-    """The default run is the paper's full method: stage 1, stage 2 from it, the stage-2 export."""
-    r, verbs, lines = _recipe(recorded_recipe)
-    assert r.returncode == 0, r.stderr
-    assert "Stage 6: distill stage 2 (\"+\") from stage1" in r.stderr
-    assert [line.split()[1] for line in lines] == ["usad2.bin.distill", "usad2.bin.distill", "usad2.bin.export",
-                                                   "usad2.bin.export", "usad2.bin.probe"]
-    s1, s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"]
-    assert "--omega" not in s1 and _val(s1, "--teachers") == "speech_embedding,yamnet,basic_pitch"
-    assert _val(s2, "--init") == "exp/usad2_mini_offline_distill_default" and _val(s2, "--out_dir") == "exp/usad2_mini_offline_distill_default_plus"
-    # the demo recipe keeps the stage-1 teachers in stage 2 (its stand-in stage-2 teachers are weak)
-    assert _val(s2, "--teachers") == _val(s1, "--teachers") and _val(s2, "--drop_stage1") == "false"
-    e1, e2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.export"]
-    assert _val(e1, "--out") == "exp/usad2_mini_offline_distill_default/export/model.pt"
-    assert _val(e2, "--checkpoint") == "exp/usad2_mini_offline_distill_default_plus/checkpoints/last.pt"
-    assert _val(e2, "--out") == "exp/usad2_mini_offline_distill_default_plus/export/model.pt"
-    probe = verbs["probe"]
-    assert "student=exp/usad2_mini_offline_distill_default_plus/export/model.pt" in probe
-    assert "student_stage1=exp/usad2_mini_offline_distill_default/export/model.pt" in probe
-    assert _val(probe, "--out_dir") == "exp/usad2_mini_offline_distill_default_plus/probe"
-    # every teacher once (yamnet is a stage-1 and a stage-2 teacher), then all of them at once
-    assert probe.count("yamnet") == 1 and probe.count("resemblyzer") == 1
-    assert "teachers_concat=concat:speech_embedding,yamnet,basic_pitch,resemblyzer" in probe
-
-
-def test_recipe_plus_keep_stage1(recorded_recipe):
-    """--plus_keep_stage1 true: stage 6 keeps the stage-1 teachers (their heads come from --init)."""
-    r, verbs, lines = _recipe(recorded_recipe, "--plus_keep_stage1", "true")
-    assert r.returncode == 0, r.stderr
-    s1, s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"]
-    assert _val(s2, "--teachers") == _val(s1, "--teachers") and _val(s2, "--drop_stage1") == "false"
-    assert _val(s2, "--stage2_teachers") == "resemblyzer,yamnet"
-    r, verbs, lines = _recipe(recorded_recipe, "--plus_keep_stage1", "false")  # the paper's stage 2
-    s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"][1]
-    assert "--drop_stage1" not in s2 and "--teachers" not in s2
-    r, _, lines = _recipe(recorded_recipe, "--plus_keep_stage1", "yes")
-    assert r.returncode != 0 and "option 'plus_keep_stage1' takes true or false, got 'yes'" in r.stderr and not lines
-
-
-def test_recipe_stage1_only(recorded_recipe):
-    """--run_plus false: stage 1 is the final model; its dir holds export and probe."""
-    r, verbs, lines = _recipe(recorded_recipe, "--run_plus", "false")
-    assert r.returncode == 0, r.stderr
-    assert "Stage 6: distill stage 2: skipped (--run_plus false)" in r.stderr
-    assert [line.split()[1] for line in lines] == ["usad2.bin.distill", "usad2.bin.export", "usad2.bin.probe"]
-    assert _val(verbs["export"], "--out") == "exp/usad2_mini_offline_distill_default/export/model.pt"
-    assert "student=exp/usad2_mini_offline_distill_default/export/model.pt" in verbs["probe"]
-    assert not any(w.startswith("student_stage1=") for w in verbs["probe"])
-    assert "teachers_concat=concat:speech_embedding,yamnet,basic_pitch" in verbs["probe"]
-
-
-def test_recipe_ablation_options(recorded_recipe):
-    r, verbs, lines = _recipe(recorded_recipe, "--omega", "1", "--drop_teachers", "basic_pitch", "--run_plus", "true",
-                              "--stage2_init", "scratch", "--s3prl_probe", "true", "--s3prl_steps", "7")
-    assert r.returncode == 0, r.stderr
-    s1, s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"]
-    assert _val(s1, "--teachers") == "speech_embedding,yamnet" and _val(s1, "--omega") == "1"
-    assert _val(s2, "--omega") == "1" and _val(s2, "--student") == "mini" and "--init" not in s2
-    assert _val(s2, "--stage2_teachers") == "resemblyzer,yamnet"
-    assert "Stage 6: distill stage 2 (\"+\") from scratch" in r.stderr
-    assert "basic_pitch" not in " ".join(verbs["probe"])
-    s3 = verbs["s3prl_probe"]
-    assert _val(s3, "--label") == "instrument_family" and _val(s3, "--steps") == "7"
-    assert _val(s3, "--export").endswith("exp/usad2_mini_offline_distill_default_plus/export/model.pt")
-    # --skip_stage2 wins over --run_plus true; stage 6 from the stage-1 model by default
-    r, verbs, lines = _recipe(recorded_recipe, "--run_plus", "true", "--skip_stage2", "true")
-    assert r.returncode == 0 and "skipped (--run_plus false)" in r.stderr
-    r, verbs, lines = _recipe(recorded_recipe, "--run_plus", "true")
-    s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"][1]
-    assert _val(s2, "--init") == "exp/usad2_mini_offline_distill_default" and "s3prl_probe" not in verbs
-
-
-def test_recipe_stage9_fidelity_of_each_checkpoint_then_the_report(recorded_recipe):
-    """Stage 9 measures the heads of the stage-1 and stage-2 checkpoints, and the report shows both."""
-    r, verbs, lines = _recipe(recorded_recipe, "--stage", "9", "--stop_stage", "9")
-    assert r.returncode == 0, r.stderr
-    assert [line.split()[1] for line in lines] == ["usad2.bin.fidelity", "usad2.bin.fidelity", "usad2.bin.report"]
-    f1, f2 = [line.split() for line in lines[:2]]
-    for words, exp in ((f1, "exp/usad2_mini_offline_distill_default"), (f2, "exp/usad2_mini_offline_distill_default_plus")):
-        assert _val(words, "--checkpoint") == f"{exp}/checkpoints/last.pt"
-        assert _val(words, "--out") == f"{exp}/fidelity"
-        assert _val(words, "--dev_dir") == "dump/raw/dev" and _val(words, "--targets_dir") == "dump/targets"
-    report = verbs["report"]
-    assert _val(report, "--out_dir") == "exp/usad2_mini_offline_distill_default_plus/report"
-    assert [report[i + 1] for i, w in enumerate(report) if w == "--fidelity"] == \
-        ["exp/usad2_mini_offline_distill_default/fidelity", "exp/usad2_mini_offline_distill_default_plus/fidelity"]
-    # stage 1 only, online teachers: one checkpoint, no offline targets
-    r, verbs, lines = _recipe(recorded_recipe, "--stage", "9", "--stop_stage", "9", "--run_plus", "false",
-                              "--teacher_mode", "online")
-    assert r.returncode == 0, r.stderr
-    assert [line.split()[1] for line in lines] == ["usad2.bin.fidelity", "usad2.bin.report"]
-    assert "--targets_dir" not in verbs["fidelity"]
-    assert _val(verbs["report"], "--fidelity") == "exp/usad2_mini_online_distill_default/fidelity"
-
-
-@pytest.mark.parametrize("args, message", [
-    (("--drop_teachers", "muq"), "--drop_teachers: muq is not one of --teachers"),
-    (("--drop_teachers", "speech_embedding,yamnet,basic_pitch"), "leaves no teacher"),
-    (("--stage2_init", "random"), "--stage2_init: stage1 or scratch, got 'random'"),
-])
-def test_recipe_rejects_bad_ablation_options(recorded_recipe, args, message):
-    r, _, lines = _recipe(recorded_recipe, *args)
-    assert r.returncode != 0 and message in r.stderr and not lines
-
-
 # ---- stage 8's s3prl probe --------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.s3prl
@@ -359,13 +217,3 @@ def test_s3prl_probe_on_a_labelled_subset(tmp_path, test_env):
     assert len((out / "s3prl_exp" / "test_fold1_predict.txt").read_text().split()) == 2 * 12
     with pytest.raises(DataDirError, match="no utt2genre file"):
         S.labelled_subset(str(tmp_path / "c" / "train"), "genre", str(tmp_path / "x"))
-
-
-def test_recipe_tag_names_the_config_so_sizes_never_share_a_dir(recorded_recipe):
-    """A tiny run then a default one (the README's path) must not meet in one experiment dir."""
-    _, tiny, _ = _recipe(recorded_recipe, "--demo_size", "tiny")
-    _, default, _ = _recipe(recorded_recipe)
-    assert _val(tiny["distill"], "--out_dir") == "exp/usad2_mini_offline_distill_tiny"
-    assert _val(default["distill"], "--out_dir") == "exp/usad2_mini_offline_distill_default"
-    _, tagged, _ = _recipe(recorded_recipe, "--tag", "mine")
-    assert _val(tagged["distill"], "--out_dir") == "exp/mine"

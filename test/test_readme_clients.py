@@ -6,7 +6,7 @@ Every ```sh block of README.md between "### ESPnet and s3prl.nn.S3PRLUpstream" a
 the venv first on PATH; lines starting with "#" are comments (the xares.run / xares_llm.run lines
 need those benchmarks' data downloads and, for XARES-LLM, a package not on the registry).
 
-With $USAD2_README_EXP set to a real experiment dir (CI: the tiny recipe's `exp/ci_tiny_plus`),
+With $USAD2_README_EXP set to a real experiment dir (CI: the tiny recipe's `exp/ci_tiny_plus_tiny`),
 the blocks run on that export instead, as a user would after the quick start; the printed shapes
 then depend on the model, so only each client's success line is checked.
 """

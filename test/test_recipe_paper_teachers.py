@@ -207,7 +207,7 @@ def test_recipe_runs_with_paper_teachers_given_by_path(paper_recipe):
 
     exp = recipe / "exp" / "usad2_mini_offline_distill_tiny"
     stage1 = torch.load(exp / "checkpoints" / "last.pt", weights_only=True, map_location="cpu")
-    plus = torch.load(recipe / "exp" / "usad2_mini_offline_distill_tiny_plus" / "checkpoints" / "last.pt",
+    plus = torch.load(recipe / "exp" / "usad2_mini_offline_distill_tiny_plus_tiny" / "checkpoints" / "last.pt",
                       weights_only=True, map_location="cpu")
     assert stage1["step"] == plus["step"] == 4
     assert [t["name"] for t in stage1["teachers"]] == list(STAGE1)

@@ -63,7 +63,7 @@ def test_recipe_stage_1_runs_in_a_copy(repo_copy):
     r = run(["./run.sh", "--stage", "1", "--stop_stage", "1", "--demo_size", "tiny"], recipe,
             timeout=600)
     assert r.returncode == 0, r.stderr
-    assert "Stage 1: data: local/data.sh -> data/" in r.stderr
+    assert "Stage 1: data: local/data.sh --demo_size tiny -> data/" in r.stderr
     assert f"from {repo_copy}/usad2" in r.stderr  # interpreter and usad2 path are logged
     assert "Stage 2" not in r.stderr and "Stage 0" not in r.stderr
     if has_verb("prepare_demo"):  # local/data.sh generates the tiny demo corpus

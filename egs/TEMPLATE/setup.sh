@@ -46,6 +46,9 @@ cat > "${tmp}/run.sh" <<'EOF'
 # Recipe run script: set this recipe's defaults here; every stage lives in usad2.sh.
 #   ./run.sh --help      every option with its value for this recipe
 #   ./run.sh --stage 2   restart from stage 2
+# Name the training configs here once you write them (their file names become part of the
+# experiment tag): --distill_config conf/distill.yaml --plus_config conf/plus.yaml
+# Options of local/data.sh (your corpus, its subsets) go in --local_data_opts "...".
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -59,7 +62,7 @@ EOF
 cat > "${tmp}/local/data.sh" <<'EOF'
 #!/usr/bin/env bash
 # Stage 1 of this recipe: write the Kaldi data dirs of your corpus. usad2.sh calls
-#   local/data.sh --data_dir data --demo_size <size> [--local_data_opts words...]
+#   local/data.sh --data_dir data [the words of run.sh's --local_data_opts]
 # What to write, for each set (${data_dir}/train, ${data_dir}/dev, ${data_dir}/test):
 #   wav.scp     "<utt-id> <audio path>" (any format sox reads), sorted by utt-id
 #   utt2domain  "<utt-id> speech|audio|music|unknown" (drives the domain-aware weights)
@@ -71,8 +74,8 @@ cat > "${tmp}/local/data.sh" <<'EOF'
 set -euo pipefail
 
 data_dir=data           # where the data dirs are written
-demo_size=default       # corpus size switch (ignore it if your corpus has none)
-help_message="Usage: $0 [--data_dir data] [--demo_size default]"
+# add one line per option of your corpus (subsets, size...); run.sh passes them as --local_data_opts
+help_message="Usage: $0 [--data_dir data]"
 # shellcheck source=/dev/null
 . utils/parse_options.sh
 

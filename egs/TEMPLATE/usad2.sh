@@ -25,14 +25,13 @@ nj=4                    # parallel jobs of the array stages (teacher targets)
 nproc=1                 # training processes (torchrun --nproc-per-node); 1 runs plain python
 python=$(dirname "$(dirname "${_template_dir}")")/tools/venv/bin/python  # interpreter with usad2
 force=false             # true: redo stages even when their .done stamp matches
-tag=""                  # experiment name (exp/<tag>); empty: usad2_<student>_<teacher_mode>[_<distill config name>]
+tag=""                  # stage-1 experiment name (exp/<tag>); empty: usad2_<student>_<teacher_mode>[_<distill_config stem>]; stage 2 goes to exp/<tag>_plus[_<plus_config stem>]
 datadir=data            # Kaldi data dirs of stage 1
 dumpdir=dump            # formatted audio (stage 2-3) and teacher targets (stage 4)
 expdir=exp              # experiments (stages 5-9)
 
 # Data
-demo_size=default       # demo corpus size: tiny, default or large
-local_data_opts=""      # extra options for local/data.sh
+local_data_opts=""      # options of local/data.sh (the corpus and its size: the recipe's own options)
 train_set=train         # training set name under data/
 dev_set=dev             # development set name
 test_sets="test"        # evaluation sets (space-separated)
@@ -45,10 +44,10 @@ plus_teachers=""        # stage-2 teacher cards, comma-separated
 teacher_checkpoints=""  # local checkpoints NAME=PATH,... (e.g. wavlm_base_plus=/models/wavlm-base-plus): stage 0 writes cards pointing at them
 teacher_mode=offline    # offline: targets extracted in stage 4; online: teachers run in training
 student=tiny            # student preset (tiny, mini, small, base, large, xlarge, xxlarge; <preset>_f1)
-distill_config=""       # YAML config of stage 5 (empty: conf/distill_<demo_size>.yaml if present, else the verb's defaults)
-plus_config=""          # YAML config of stage 6 (empty: conf/plus_<demo_size>.yaml if present, else the verb's defaults)
+num_distill_layers=4    # K: layers distilled per stage-1 teacher; stage 4 extracts them and stages 5-6 distil them (docs/method.md §3.1)
+distill_config=""       # YAML config of stage 5 (empty: the verb's defaults); its stem is part of the default tag
+plus_config=""          # YAML config of stage 6 (empty: the verb's defaults); its stem is part of the stage-2 tag
 run_plus=true           # run stage 6 (the "+" stage-2 training, the paper's full method); false: stop after stage 1
-skip_stage2=false       # true: the same as --run_plus false (ablation "no stage 2")
 stage2_init=stage1      # stage 6 starts from: stage1 (the stage-5 model) or scratch (a random --student)
 plus_keep_stage1=false  # true: stage 6 keeps distilling the stage-1 teachers beside the "+" ones (false: dropped, as the paper)
 omega=""                # domain weight ω of stages 5 and 6 (empty: the verb's default, 10; 1 = uniform)
@@ -65,8 +64,9 @@ help_message="Usage: $0 [options]
 Runs the usad2 stages [stage, stop_stage]:
   0 fetch teachers   1 data (local/data.sh)   2 format   3 mix   4 teacher targets (offline)
   5 distill          6 distill stage 2 (\"+\"; --run_plus false skips it)   7 export   8 probe   9 report
-The final model is the stage-2 one (exp/<tag>_plus/) unless --run_plus false (exp/<tag>/); stages
-7-9 write export/, probe/ and report/ into that model's own experiment dir."
+Stage 1 trains into exp/<tag>/, stage 2 into exp/<tag>_plus[_<plus_config stem>]/; the final model
+is the stage-2 one unless --run_plus false. Stages 7-9 write export/, probe/ and report/ into each
+model's own experiment dir."
 
 # shellcheck source=utils/parse_options.sh
 . utils/parse_options.sh
@@ -80,14 +80,9 @@ done
 # shellcheck source=egs/TEMPLATE/cmd.sh
 . ./cmd.sh
 
-case "${demo_size}" in tiny|default|large) ;; *) die "--demo_size: tiny, default or large, got '${demo_size}'" ;; esac
 case "${teacher_mode}" in offline|online) ;; *) die "--teacher_mode: offline or online, got '${teacher_mode}'" ;; esac
 case "${stage2_init}" in stage1|scratch) ;; *) die "--stage2_init: stage1 or scratch, got '${stage2_init}'" ;; esac
 case "${precision}" in fp32|bf16|auto) ;; *) die "--precision: fp32, bf16 or auto, got '${precision}'" ;; esac
-for _b in skip_stage2 s3prl_probe plus_keep_stage1; do
-    case "${!_b}" in true|false) ;; *) die "--${_b}: true or false, got '${!_b}'" ;; esac
-done
-[ "${skip_stage2}" = false ] || run_plus=false
 if [ -n "${drop_teachers}" ]; then  # ablation: distil (and extract, probe) without these teachers
     IFS=, read -ra _drop <<< "${drop_teachers}"
     IFS=, read -ra _kept <<< "${teachers}"
@@ -100,19 +95,12 @@ if [ -n "${drop_teachers}" ]; then  # ablation: distil (and extract, probe) with
 fi
 [[ "${nj}" =~ ^[1-9][0-9]*$ ]] || die "--nj: a positive integer, got '${nj}'"
 [[ "${nproc}" =~ ^[1-9][0-9]*$ ]] || die "--nproc: a positive integer, got '${nproc}'"
+[[ "${num_distill_layers}" =~ ^[1-9][0-9]*$ ]] || die "--num_distill_layers: a positive integer, got '${num_distill_layers}'"
+for _c in distill_config plus_config; do
+    [ -z "${!_c}" ] || [ -f "${!_c}" ] || die "--${_c}: ${!_c} not found (paths are relative to $(pwd))"
+done
 if [ ! -x "${python}" ] && ! command -v "${python}" > /dev/null; then
     die "--python: '${python}' not found (run tools/setup.sh or pass --python)"
-fi
-if [ -z "${distill_config}" ] && [ -f "conf/distill_${demo_size}.yaml" ]; then
-    distill_config="conf/distill_${demo_size}.yaml"
-fi
-# ESPnet habit: the tag names the student and the config, so runs of different sizes or configs
-# never share an experiment dir (a tiny run followed by a default one would otherwise collide)
-_config_name=""
-[ -z "${distill_config}" ] || _config_name="_$(basename "${distill_config}" .yaml)"
-tag=${tag:-usad2_${student}_${teacher_mode}${_config_name}}
-if [ -z "${plus_config}" ] && [ -f "conf/plus_${demo_size}.yaml" ]; then
-    plus_config="conf/plus_${demo_size}.yaml"
 fi
 read -ra train_launcher <<< "${train_cmd}"
 read -ra extract_launcher <<< "${extract_cmd}"
@@ -139,33 +127,74 @@ fi
 all_sets=("${train_set}" "${dev_set}")
 read -ra _tests <<< "${test_sets}"
 all_sets+=("${_tests[@]}")
-plus_dir="${expdir}/${tag}_plus"
-# The experiment dir of the final model: stage 2's when it runs, else stage 1's. Its export,
-# probe and report live there, so a path always says which stage it holds.
-final_dir="${expdir}/${tag}"
-[ "${run_plus}" = false ] || final_dir="${plus_dir}"
-# Cards of the teachers given by --teacher_checkpoints (stage 0); stages 4-6 and 8 read them first.
+
+# Experiment dirs, named once here (ESPnet habit: the tag derives from the student and the config
+# names, so runs of different corpus sizes or configs never share a dir; a tiny run followed by a
+# default one would otherwise meet in one). A path always says which stage it holds: `_plus` is
+# the stage-2 model, named after its own config too.
+_stem() {
+    local name
+    name=$(basename "$1")
+    name=${name%.yaml}
+    echo "${name%.yml}"
+}
+if [ -z "${tag}" ]; then
+    tag=usad2_${student}_${teacher_mode}
+    [ -z "${distill_config}" ] || tag+="_$(_stem "${distill_config}")"
+fi
+plus_tag=${tag}_plus
+if [ -n "${plus_config}" ]; then
+    _plus_stem=$(_stem "${plus_config}")
+    plus_tag+="_${_plus_stem#plus_}"
+fi
+stage1_dir="${expdir}/${tag}"
+plus_dir="${expdir}/${plus_tag}"
+# The final model's dir: stage 2's when it runs, else stage 1's. Its probe and report live there.
+final_dir="${stage1_dir}"
+trained_dirs=("${stage1_dir}")  # every model the run trains, in stage order (stages 7 and 9)
+if [ "${run_plus}" = true ]; then
+    final_dir="${plus_dir}"
+    trained_dirs+=("${plus_dir}")
+fi
+# Every teacher of the run, each once, in order: stage 1's, then stage 2's when stage 6 runs
+# (stage 0 fetches them, stage 4 extracts them, stage 8 probes them).
+all_teachers=()
+IFS=, read -ra _t1 <<< "${teachers}"
+IFS=, read -ra _t2 <<< "${plus_teachers}"
+[ "${run_plus}" = true ] || _t2=()
+for _t in "${_t1[@]+"${_t1[@]}"}" "${_t2[@]+"${_t2[@]}"}"; do
+    [ -n "${_t}" ] || continue
+    [[ " ${all_teachers[*]+"${all_teachers[*]}"} " == *" ${_t} "* ]] || all_teachers+=("${_t}")
+done
+all_teachers_csv=$(IFS=,; echo "${all_teachers[*]+"${all_teachers[*]}"}")
+
+# Cards of the teachers given by --teacher_checkpoints (stage 0); stages 4-6 and 8-9 read them first.
 teacher_card_dir="${dumpdir}/teacher_cards"
+cards_opt=()  # for the verbs: --teacher_cards
+cards_env=()  # for the probe and fidelity, which find cards through the search path
+if [ -n "${teacher_checkpoints}" ]; then
+    cards_opt=(--teacher_cards "${teacher_card_dir}")
+    cards_env=(env "USAD2_TEACHER_CARDS=${teacher_card_dir}${USAD2_TEACHER_CARDS:+:${USAD2_TEACHER_CARDS}}")
+fi
 # Dies when local checkpoints are in use but stage 0 has not written their cards yet.
 require_card_dir() {
     [ -z "${teacher_checkpoints}" ] || [ -d "${teacher_card_dir}" ] \
         || die "${teacher_card_dir} is missing: run stage 0 (it writes the cards of --teacher_checkpoints)"
 }
-# Print "--OPTION <teacher_card_dir>" when local checkpoints are in use.
-card_dir_opt() {
-    [ -z "${teacher_checkpoints}" ] || printf '%s\n%s\n' "--$1" "${teacher_card_dir}"
-}
+# Options of both training stages (5 and 6).
+distill_common=(--teacher_mode "${teacher_mode}" --k "${num_distill_layers}"
+                --train_dir "${dumpdir}/raw/${train_set}_mix" --dev_dir "${dumpdir}/raw/${dev_set}"
+                --targets_dir "${dumpdir}/targets" --precision "${precision}"
+                "${cards_opt[@]+"${cards_opt[@]}"}")
 
 if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
     log "Stage 0: fetch teachers -> teacher cache${teacher_checkpoints:+; local checkpoints -> ${teacher_card_dir}/}"
-    all_teachers="${teachers}"
-    [ "${run_plus}" = false ] || all_teachers="${teachers:+${teachers},}${plus_teachers}"
-    if [ -z "${all_teachers}" ] && [ -z "${teacher_checkpoints}" ]; then
+    if [ "${#all_teachers[@]}" -eq 0 ] && [ -z "${teacher_checkpoints}" ]; then
         "${python}" -m usad2.bin.fetch_teachers --force "${force}"  # every fetchable card
     else
         # cards for the teachers given by path; prints the teachers that still need fetching
         _fetch=$("${python}" -m usad2.bin.teachers localize --checkpoints "${teacher_checkpoints}" \
-            --out "${teacher_card_dir}" --teachers "${all_teachers}" --force "${force}" --log_level INFO)
+            --out "${teacher_card_dir}" --teachers "${all_teachers_csv}" --force "${force}" --log_level INFO)
         if [ -n "${_fetch}" ]; then
             "${python}" -m usad2.bin.fetch_teachers --teachers "${_fetch}" --force "${force}"
         else
@@ -175,10 +204,9 @@ if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
 fi
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
-    log "Stage 1: data: local/data.sh -> ${datadir}/"
+    log "Stage 1: data: local/data.sh ${local_data_opts} -> ${datadir}/"
     [ -x local/data.sh ] || die "local/data.sh missing or not executable in $(pwd)"
-    local/data.sh --data_dir "${datadir}" --demo_size "${demo_size}" \
-        "${local_data_args[@]+"${local_data_args[@]}"}"
+    local/data.sh --data_dir "${datadir}" "${local_data_args[@]+"${local_data_args[@]}"}"
 fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
@@ -200,18 +228,15 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     if [ "${teacher_mode}" = online ]; then
         log "Stage 4: teacher targets: skipped (--teacher_mode online)"
     else
-        log "Stage 4: teacher targets -> ${dumpdir}/targets/<teacher>/<set>"
-        all_teachers="${teachers}"
-        [ "${run_plus}" = false ] || all_teachers="${teachers:+${teachers},}${plus_teachers}"
-        IFS=, read -ra _tlist <<< "${all_teachers}"
-        [ "${#_tlist[@]}" -gt 0 ] || die "Stage 4 needs --teachers"
+        log "Stage 4: teacher targets (K=${num_distill_layers}) -> ${dumpdir}/targets/<teacher>/<set>"
+        [ "${#all_teachers[@]}" -gt 0 ] || die "Stage 4 needs --teachers"
         require_card_dir
-        mapfile -t _c < <(card_dir_opt teacher_cards)
-        for teacher in "${_tlist[@]}"; do
+        for teacher in "${all_teachers[@]}"; do
             for dset in "${train_set}_mix" "${dev_set}"; do
                 out="${dumpdir}/targets/${teacher}/${dset}"
                 _x=(--teacher "${teacher}" --data "${dumpdir}/raw/${dset}" --out "${out}" --nj "${nj}"
-                    --progress false --precision "${precision}" "${_c[@]+"${_c[@]}"}")
+                    --k "${num_distill_layers}" --progress false --precision "${precision}"
+                    "${cards_opt[@]+"${cards_opt[@]}"}")
                 "${extract_launcher[@]}" JOB=1:"${nj}" "${out}/log/extract.JOB.log" \
                     "${python}" -m usad2.bin.extract_teacher "${_x[@]}" --job JOB --force "${force}"
                 # every shard is stamped now: this merges them (and checks they are complete)
@@ -222,14 +247,11 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
 fi
 
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
-    log "Stage 5: distill stage 1 -> ${expdir}/${tag}/"
+    log "Stage 5: distill stage 1 -> ${stage1_dir}/"
     require_card_dir
-    mapfile -t _o < <(opt_if teachers "${teachers}"; opt_if config "${distill_config}"
-                      card_dir_opt teacher_cards)
-    "${train_launcher[@]}" "${expdir}/${tag}/train.log" "${train_prefix[@]}" usad2.bin.distill \
-        "${_o[@]+"${_o[@]}"}" --student "${student}" --teacher_mode "${teacher_mode}" \
-        --train_dir "${dumpdir}/raw/${train_set}_mix" --dev_dir "${dumpdir}/raw/${dev_set}" \
-        --targets_dir "${dumpdir}/targets" --out_dir "${expdir}/${tag}" --precision "${precision}" \
+    mapfile -t _o < <(opt_if teachers "${teachers}"; opt_if config "${distill_config}")
+    "${train_launcher[@]}" "${stage1_dir}/train.log" "${train_prefix[@]}" usad2.bin.distill \
+        "${_o[@]+"${_o[@]}"}" --student "${student}" "${distill_common[@]}" --out_dir "${stage1_dir}" \
         "${distill_extra[@]+"${distill_extra[@]}"}"
 fi
 
@@ -238,26 +260,21 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
         log "Stage 6: distill stage 2: skipped (--run_plus false)"
     else
         log "Stage 6: distill stage 2 (\"+\") from ${stage2_init} -> ${plus_dir}/"
-        _init=(--init "${expdir}/${tag}")
+        _init=(--init "${stage1_dir}")
         [ "${stage2_init}" = stage1 ] || _init=(--student "${student}")  # ablation: from a random init
         _keep=()  # the stage-1 teachers (and their heads, from the init) stay in the loss
         [ "${plus_keep_stage1}" = false ] || _keep=(--teachers "${teachers}" --drop_stage1 false)
         require_card_dir
-        mapfile -t _o < <(opt_if stage2_teachers "${plus_teachers}"; opt_if config "${plus_config}"
-                          card_dir_opt teacher_cards)
+        mapfile -t _o < <(opt_if stage2_teachers "${plus_teachers}"; opt_if config "${plus_config}")
         "${train_launcher[@]}" "${plus_dir}/train.log" "${train_prefix[@]}" usad2.bin.distill \
-            "${_o[@]+"${_o[@]}"}" "${_init[@]}" "${_keep[@]+"${_keep[@]}"}" --teacher_mode "${teacher_mode}" \
-            --train_dir "${dumpdir}/raw/${train_set}_mix" --dev_dir "${dumpdir}/raw/${dev_set}" \
-            --targets_dir "${dumpdir}/targets" --out_dir "${plus_dir}" --precision "${precision}" \
-            "${distill_extra[@]+"${distill_extra[@]}"}"
+            "${_o[@]+"${_o[@]}"}" "${_init[@]}" "${_keep[@]+"${_keep[@]}"}" "${distill_common[@]}" \
+            --out_dir "${plus_dir}" "${distill_extra[@]+"${distill_extra[@]}"}"
     fi
 fi
 
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     # the stage-1 model always (stage 8 compares it with stage 2), then the final one
-    _export_dirs=("${expdir}/${tag}")
-    [ "${run_plus}" = false ] || _export_dirs+=("${plus_dir}")
-    for _d in "${_export_dirs[@]}"; do
+    for _d in "${trained_dirs[@]}"; do
         log "Stage 7: export ${_d}/checkpoints/${export_checkpoint} -> ${_d}/export/model.pt"
         "${python}" -m usad2.bin.export --checkpoint "${_d}/checkpoints/${export_checkpoint}" \
             --out "${_d}/export/model.pt" --force "${force}"
@@ -267,33 +284,23 @@ fi
 if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
     log "Stage 8: probe -> ${final_dir}/probe/"
     # the final export, its prediction heads (training checkpoint), the stage-1 export when
-    # stage 2 ran, each teacher, and the baselines; the feature cache is shared by experiments
-    # (teachers and baselines are extracted once)
-    probe_dir="${final_dir}"
+    # stage 2 ran, each teacher once (probe refuses duplicates), and the baselines; the feature
+    # cache is shared by experiments (teachers and baselines are extracted once)
     _models=(--model "student=${final_dir}/export/model.pt")
-    [ "${run_plus}" = false ] || _models+=(--model "student_stage1=${expdir}/${tag}/export/model.pt")
-    all_teachers="${teachers}"
-    [ "${run_plus}" = false ] || all_teachers="${teachers:+${teachers},}${plus_teachers}"
-    IFS=, read -ra _tlist <<< "${all_teachers}"
-    _concat=()  # each teacher once: a stage-2 teacher may also be a stage-1 one (probe refuses duplicates)
-    for teacher in "${_tlist[@]+"${_tlist[@]}"}"; do
-        [[ " ${_concat[*]+"${_concat[*]}"} " != *" ${teacher} "* ]] || continue
-        _concat+=("${teacher}")
+    [ "${run_plus}" = false ] || _models+=(--model "student_stage1=${stage1_dir}/export/model.pt")
+    for teacher in "${all_teachers[@]+"${all_teachers[@]}"}"; do
         _models+=(--model "${teacher}")
     done
     # the topline: all those teachers at once, from their cached features (usad2.probe.features.ConcatProbe)
-    [ "${#_concat[@]}" -lt 2 ] || _models+=(--model "teachers_concat=concat:$(IFS=,; echo "${_concat[*]}")")
-    _heads_ckpt="${probe_dir}/checkpoints/${export_checkpoint}"
+    [ "${#all_teachers[@]}" -lt 2 ] || _models+=(--model "teachers_concat=concat:${all_teachers_csv}")
+    _heads_ckpt="${final_dir}/checkpoints/${export_checkpoint}"
     [ ! -f "${_heads_ckpt}" ] || _models+=(--model "student_heads=heads:${_heads_ckpt}")
-    for _ckpt in "${expdir}/${tag}/checkpoints/${export_checkpoint}" "${_heads_ckpt}"; do
+    for _ckpt in "${stage1_dir}/checkpoints/${export_checkpoint}" "${_heads_ckpt}"; do
         [ ! -f "${_ckpt}" ] || _models+=(--model "teachers_of=${_ckpt}")  # teachers it learnt from
     done
     _models+=(--model fbank --model "random_init=${student}")
     require_card_dir
-    _env=()  # teachers given by path: the probe finds their cards through the search path
-    [ -z "${teacher_checkpoints}" ] \
-        || _env=(env "USAD2_TEACHER_CARDS=${teacher_card_dir}${USAD2_TEACHER_CARDS:+:${USAD2_TEACHER_CARDS}}")
-    "${_env[@]+"${_env[@]}"}" "${python}" -m usad2.bin.probe "${_models[@]}" --data_root "${dumpdir}/raw" \
+    "${cards_env[@]+"${cards_env[@]}"}" "${python}" -m usad2.bin.probe "${_models[@]}" --data_root "${dumpdir}/raw" \
         --train_set "${train_set}" --dev_set "${dev_set}" --test_set "${_tests[0]}" \
         --out_dir "${final_dir}/probe" --feature_cache "${expdir}/probe_features" \
         --force "${force}" --precision "${precision}" \
@@ -309,18 +316,13 @@ fi
 if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
     # how well each checkpoint's prediction heads reproduce every teacher layer on dev (stage 1,
     # then stage 2 when it ran), each into its own exp dir; the report shows their tables
-    _fid_dirs=("${expdir}/${tag}")
-    [ "${run_plus}" = false ] || _fid_dirs+=("${plus_dir}")
     _fid=()
     _t=()
     [ "${teacher_mode}" = online ] || _t=(--targets_dir "${dumpdir}/targets")
     require_card_dir
-    _env=()
-    [ -z "${teacher_checkpoints}" ] \
-        || _env=(env "USAD2_TEACHER_CARDS=${teacher_card_dir}${USAD2_TEACHER_CARDS:+:${USAD2_TEACHER_CARDS}}")
-    for _d in "${_fid_dirs[@]}"; do
+    for _d in "${trained_dirs[@]}"; do
         log "Stage 9: fidelity of ${_d}/checkpoints/${export_checkpoint} -> ${_d}/fidelity/"
-        "${_env[@]+"${_env[@]}"}" "${python}" -m usad2.bin.fidelity \
+        "${cards_env[@]+"${cards_env[@]}"}" "${python}" -m usad2.bin.fidelity \
             --checkpoint "${_d}/checkpoints/${export_checkpoint}" --dev_dir "${dumpdir}/raw/${dev_set}" \
             "${_t[@]+"${_t[@]}"}" --out "${_d}/fidelity" --progress false --force "${force}"
         _fid+=(--fidelity "${_d}/fidelity")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stage 1 of egs/multidomain: the Kaldi data dirs <data_dir>/{train,dev,test}, every utterance
 # with utt2domain. Called by usad2.sh as
-#   local/data.sh --data_dir data --demo_size {tiny,default,large} [local_data_opts ...]
+#   local/data.sh --data_dir data [local_data_opts ...]
+# where run.sh's local_data_opts start with --demo_size (its own --demo_size, default "default").
 # Two sources:
 # - the demo corpus (default): speech, music and general audio generated from Debian packages,
 #   with per-domain sets <data_dir>/{speech,music,audio}_{train,dev,test} and task labels; the
@@ -66,7 +67,7 @@ fi
 
 # The demo's stamp would skip the demo later while train/dev/test hold real corpora.
 [ ! -f "${data_dir}/.done" ] || die "${data_dir} holds the demo corpus: give real corpora their own" \
-    "folders (run.sh --datadir data_real --dumpdir dump_real)"
+    "folders (run.sh --datadir data_real --dumpdir dump_real --expdir exp_real)"
 # shellcheck source=egs/multidomain/db.sh
 . ./db.sh
 
