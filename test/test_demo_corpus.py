@@ -310,3 +310,45 @@ def test_cli_reuses_the_corpus_and_shows_defaults(tiny, capsys):
     result = subprocess.run([os.sys.executable, "-m", "usad2.bin.prepare_demo", "--help"],
                             capture_output=True, text=True, check=True)
     assert "--size {default,large,tiny}" in result.stdout and "(default: tiny)" in result.stdout
+
+
+# ------------------------------------------------------------------- mixed-domain set (issue 16)
+
+def test_mix_parts_hold_the_planned_energy_share():
+    from usad2.data.demo.mixed import mix_parts, mix_waves
+    rng = np.random.default_rng(0)
+    speech = rng.standard_normal(16000).astype(np.float32) * 0.1
+    background = rng.standard_normal(5000).astype(np.float32)  # shorter: repeated
+    for p in (0.25, 0.5, 0.85):
+        s, b = mix_parts(speech, background, p)
+        assert len(b) == len(s) == 16000 and np.allclose(b[5000:10000], b[:5000])
+        assert np.sum(s ** 2) / (np.sum(s ** 2) + np.sum(b ** 2)) == pytest.approx(p, abs=1e-9)
+    mixed = mix_waves(speech, background, 0.5)
+    assert mixed.dtype == np.float32 and np.abs(mixed).max() == pytest.approx(10 ** (-3 / 20), rel=1e-6)
+
+
+@needs_tools
+def test_tiny_mixed_set_has_true_proportions_and_leaves_the_corpus_alone(tiny):
+    from usad2.data.demo import mixed
+    out, summary = tiny
+    corpus_dirs = {s: load_data_dir(out / s) for s in SPLITS}
+    plans = mixed.plan_mixes(corpus_dirs, "tiny", 0)
+    assert len(plans) == sum(summary[f"mixed_{s}"]["utterances"] for s in SPLITS) >= 6
+    for split in SPLITS:
+        result = validate_data_dir(out / f"mixed_{split}", check_audio=True)
+        assert result["utterances"] == summary[f"mixed_{split}"]["utterances"] > 0
+        data = load_data_dir(out / f"mixed_{split}")
+        truth = data.table("utt2domain_mix")
+        assert not set(data.utt_ids) & set(corpus_dirs[split].utt_ids)  # not in the corpus sets
+        for mix in (m for m in plans if m.split == split):
+            p = truth[mix.utt]
+            assert sum(p) == pytest.approx(1.0) and p[0] == mix.p_speech and 0.25 <= p[0] <= 0.85
+            assert p[("speech", "audio", "music").index(mix.background_domain)] == pytest.approx(1 - p[0])
+            assert data.domain(mix.utt) == ("speech" if p[0] >= 0.5 else mix.background_domain)
+            assert data.table("utt2word").get(mix.utt) == corpus_dirs[split].table("utt2word").get(mix.speech)
+            # the wav is the planned mixture (16-bit rounding aside)
+            wave, _ = soundfile.read(data.wav_scp[mix.utt], dtype="float32")
+            src = corpus_dirs[split].wav_scp
+            expected = mixed.mix_waves(soundfile.read(src[mix.speech], dtype="float32")[0],
+                                       soundfile.read(src[mix.background], dtype="float32")[0], mix.p_speech)
+            assert np.abs(wave - expected).max() < 1e-4, mix.utt

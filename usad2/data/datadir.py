@@ -14,8 +14,8 @@ Documented choices:
   Kaldi rxfilename forms (`-`, `foo.ark:123`) are not supported and read as plain paths.
 - utt2spk and spk2utt: either may be present, the other is derived; `write` writes both.
   Speaker ids need not be prefixes of utterance ids (Kaldi's recommendation is not enforced).
-- utt2spk, utt2dur, utt2num_samples, utt2domain, utt2domain_post, utt2weight and text must
-  cover every utterance when present; a generic `utt2<label>` may cover a subset (a label that only some
+- utt2spk, utt2dur, utt2num_samples, utt2domain, utt2domain_post, utt2domain_mix, utt2weight
+  and text must cover every utterance when present; a generic `utt2<label>` may cover a subset (a label that only some
   utterances have), but may not name unknown utterances.
 - `write` replaces the folder: files usad2 does not read (feats.scp, a `.done` stamp...) do not
   survive; it refuses to replace an existing non-empty folder that has no wav.scp.
@@ -316,7 +316,7 @@ def _coerce_value(name, kind, value):
         return value
     if name in ("utt2dur", "reco2dur", "utt2weight"):
         return float(value)
-    if name == "utt2domain_post":  # (p_speech, p_audio, p_music); `check` validates the numbers
+    if name in ("utt2domain_post", "utt2domain_mix"):  # (p_speech, p_audio, p_music); `check` validates the numbers
         value = tuple(float(v) for v in value)
         if len(value) != 3:
             raise ValueError("expected 3 probabilities (speech, audio, music)")

@@ -10,6 +10,7 @@
 | utt2num_samples   | utterance | number of samples (integer > 0)              |
 | utt2domain        | utterance | speech, audio, music or unknown              |
 | utt2domain_post   | utterance | p(speech) p(audio) p(music): each in [0, 1], summing to 1 |
+| utt2domain_mix    | utterance | true mixture proportions (demo mixed set), as utt2domain_post |
 | utt2weight        | utterance | sampling weight (float > 0)                  |
 | text              | utterance | transcript (rest of the line, may be empty)  |
 | utt2<label>       | utterance | one or more space-separated label tokens     |
@@ -114,6 +115,7 @@ def _str(value):
 
 
 _DURATION = Kind("utt", _one(lambda t: parse_positive_float(t, "duration")), format_float)
+_POSTERIOR = Kind("utt", _parse_domain_post, _format_domain_post, min_fields=3, max_fields=3)
 
 KINDS = {
     "wav.scp": Kind("rec", _parse_wav, _str, whole_rest=True),
@@ -125,8 +127,8 @@ KINDS = {
     "utt2num_samples": Kind("utt", _one(lambda t: parse_positive_int(t, "number of samples")),
                             _str),
     "utt2domain": Kind("utt", _one(_parse_domain), _str),
-    "utt2domain_post": Kind("utt", _parse_domain_post, _format_domain_post, min_fields=3,
-                            max_fields=3),
+    "utt2domain_post": _POSTERIOR,
+    "utt2domain_mix": _POSTERIOR,
     "utt2weight": Kind("utt", _one(lambda t: parse_positive_float(t, "weight")), format_float),
     "text": Kind("utt", str, _str, whole_rest=True),
 }

@@ -8,7 +8,9 @@ Output under `out` (docs/architecture.md#7-demo-corpus):
   path, so relative to the working directory when `out` is relative, as in Kaldi), utt2spk,
   spk2utt, utt2dur, utt2domain and the task labels `utt2<label>` of the utterances that have
   them (`LABELS` lists them per domain) plus `utt2notes` (music);
-- `.done`: stamp with the fingerprint of (size, seed, out, DEMO_VERSION) and a summary.
+- `.done`: stamp with the fingerprint of (size, seed, out, DEMO_VERSION) and a summary;
+- the mixed-domain set `mixed/` and `mixed_{train,dev,test}` (`usad2.data.demo.mixed`), made
+  from the finished corpus with its own stamp, so adding it changed no existing clip.
 A rerun with the same fingerprint returns at once; an interrupted run resumes: each finished
 job leaves `.jobs/<job>.json` (with the fingerprint), and only missing jobs render again.
 Files of an earlier, different corpus that the new plan does not have are removed.
@@ -26,6 +28,7 @@ from tqdm import tqdm
 from usad2.data.datadir import DataDir
 from usad2.data.demo import music, sounds, speech_real, speech_synth
 from usad2.data.demo.common import SAMPLE_RATE, SPLITS
+from usad2.data.demo.mixed import generate_mixed
 from usad2.errors import AudioError, ConfigError
 from usad2.utils import stamp
 from usad2.utils.atomic import atomic_write_text
@@ -103,7 +106,7 @@ def generate_demo(out, size="tiny", seed=0, nj=1, force=False):
     elif stamp.is_done(out, fp):
         log.info("demo corpus %s (size %s, seed %d) is up to date; skipping", out, size, seed)
         with open(stamp.stamp_path(out), encoding="utf-8") as f:
-            return json.load(f).get("info", {})
+            return {**json.load(f).get("info", {}), **generate_mixed(out, size, seed, force)}
     stamp.clear(out)
     jobs = plan(size, seed)
     clips = [c for job in jobs for c in job.clips]
@@ -115,7 +118,7 @@ def generate_demo(out, size="tiny", seed=0, nj=1, force=False):
     summary = write_data_dirs(out, clips, durations)
     stamp.mark_done(out, fp, summary)
     log.info("demo corpus %s done: %s", out, json.dumps(summary["total"]))
-    return summary
+    return {**summary, **generate_mixed(out, size, seed, force)}
 
 
 # ----------------------------------------------------------------------------------- render
