@@ -162,3 +162,42 @@ def test_report_shows_teachers_concat_and_fidelity_tables(probe_dir, tmp_path):
                          "**no** |") == 2
     with pytest.raises(ConfigError, match="fidelity.json: not found \\(run usad2.bin.fidelity first\\)"):
         report_bin.make_report(str(probe_dir), str(out), fidelity_dirs=[str(tmp_path / "none")])
+
+
+def _domain_dir(path):
+    """4 utterances: labels, posteriors (3 of 4 agree) and true mixture shares."""
+    from usad2.data.datadir import DataDir
+    utts = ["a", "b", "c", "d"]
+    DataDir({u: f"/audio/{u}.wav" for u in utts},
+            utt2domain={"a": "speech", "b": "speech", "c": "music", "d": "audio"},
+            utt2domain_post={"a": (0.9, 0.05, 0.05), "b": (0.2, 0.1, 0.7), "c": (0.0, 0.2, 0.8), "d": (0.3, 0.6, 0.1)},
+            utt2domain_mix={"a": (1.0, 0.0, 0.0), "b": (0.6, 0.0, 0.4), "c": (0.0, 0.0, 1.0), "d": (0.5, 0.5, 0.0)},
+            ).write(path)
+    return str(path)
+
+
+def test_report_domain_confusion_and_effective_weight_histograms(probe_dir, tmp_path):
+    import torch
+    data = _domain_dir(tmp_path / "train")
+    teachers = [{"name": "speech_embedding", "domain": "speech"}, {"name": "yamnet", "domain": "audio"},
+                {"name": "basic_pitch", "domain": "music"}]
+    ckpt = tmp_path / "last.pt"
+    torch.save({"config": {"train_dir": data, "omega": 10.0, "any_weight": 1.0, "domain_source": "infer"},
+                "teachers": teachers}, ckpt)
+    out = tmp_path / "report"
+    assert report_bin.main(["--probe_dir", str(probe_dir), "--out_dir", str(out), "--domains", data,
+                            "--domains", str(tmp_path / "no_posteriors"), "--checkpoint", str(ckpt)]) == 0
+    md = (out / "RESULTS.md").read_text()
+    assert "| speech | 1 | 0 | 1 | 0.500 |" in md and "| music | 0 | 0 | 1 | 1.000 |" in md
+    assert "| audio | 0 | 1 | 0 | 1.000 |" in md
+    assert "inferred hard domain with the label: **0.750**" in md
+    # TV: a 0.1, b 0.4, c 0.2, d 0.2 -> 0.225
+    assert "mean total-variation distance to the posterior 0.225" in md
+    # speech_embedding: Σ_d p(d) w(d) with 10/12 on speech, 1/12 elsewhere
+    w = [(10 * p + (1 - p)) / 12 for p in (0.9, 0.2, 0.0, 0.3)]
+    assert f"| speech_embedding | speech | {sum(w) / 4:.3f} | {min(w):.3f} |" in md
+    png = (out / "plots" / "teacher_weights.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and "](plots/teacher_weights.png)" in md
+    # no posteriors, no checkpoint: no domain section at all
+    report_bin.make_report(str(probe_dir), str(tmp_path / "plain"), domain_dirs=[str(tmp_path / "none")])
+    assert "## Inferred domains" not in (tmp_path / "plain" / "RESULTS.md").read_text()

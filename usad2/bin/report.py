@@ -1,11 +1,14 @@
 """Stage 9: the report: RESULTS.md (tables), results.json and PNG plots from a probe run.
 
     python -m usad2.bin.report --probe_dir exp/x/probe --train_log exp/x --out_dir exp/x/report \
-        [--fidelity exp/x/fidelity ...]
+        [--fidelity exp/x/fidelity ...] [--domains dump/raw/test ...] [--checkpoint exp/x/checkpoints/last.pt]
 
 Reads <probe_dir>/results.json and details.json (usad2.bin.probe), when --train_log names a
 training folder or log file, the trainer's per-step metrics.jsonl (or train_log.jsonl), and for
-each --fidelity DIR its fidelity.json (usad2.bin.fidelity), shown as a table per checkpoint. Writes
+each --fidelity DIR its fidelity.json (usad2.bin.fidelity), shown as a table per checkpoint; for
+each --domains DIR that has utt2domain_post (usad2.bin.infer_domains), the confusion of its labels
+with the inferred domains, and for --checkpoint the effective weight of each teacher per training
+utterance (a histogram per teacher); see usad2.report.domains. Writes
 <out_dir>/RESULTS.md, <out_dir>/results.json (docs/formats.md#6-probe-and-report-results),
 <out_dir>/details.json and <out_dir>/plots/{task_scores,train_loss,layer_weights_<model>}.png.
 """
@@ -30,6 +33,11 @@ def get_parser():
     parser.add_argument("--out_dir", "--out", required=True, help="report folder")
     parser.add_argument("--fidelity", action="append", default=[],
                         help="output folder of usad2.bin.fidelity (repeatable): its per-head table goes into RESULTS.md")
+    parser.add_argument("--domains", action="append", default=[],
+                        help="data dir with utt2domain_post (repeatable): inferred vs true domains; "
+                             "skipped when the file is absent")
+    parser.add_argument("--checkpoint", default="",
+                        help="training checkpoint: effective teacher weights over its training data")
     parser.add_argument("--title", default="", help="report title (default: the probe folder)")
     parser.add_argument("--log_level", default="INFO")
     return parser
@@ -91,10 +99,26 @@ def _fidelity_section(fidelity_dirs):
     return lines
 
 
-def make_report(probe_dir, out_dir, train_log="", title="", fidelity_dirs=()):
+def _domain_section(domain_dirs, checkpoint, plot_dir):
+    """Markdown lines of the domain part: inferred vs true domains, effective teacher weights."""
+    from usad2.report.domains import confusion_lines, weight_lines
+
+    confusions = [line for d in domain_dirs for line in confusion_lines(d)]
+    weights = weight_lines(checkpoint, plot_dir)
+    lines = []
+    if confusions:
+        lines += ["## Inferred domains", "", "The most probable domain of each utterance's posterior "
+                  "(usad2.bin.infer_domains) against its label.", "", *confusions]
+    if weights:
+        lines += ["## Effective teacher weights", "", *weights]
+    return lines
+
+
+def make_report(probe_dir, out_dir, train_log="", title="", fidelity_dirs=(), domain_dirs=(), checkpoint=""):
     """Write RESULTS.md, results.json, details.json and plots; returns the RESULTS.md path.
 
-    `fidelity_dirs`: folders of usad2.bin.fidelity whose tables are added to RESULTS.md.
+    `fidelity_dirs`: folders of usad2.bin.fidelity whose tables are added to RESULTS.md;
+    `domain_dirs` / `checkpoint`: the domain section (see the module docstring).
     """
     results = _read_json(os.path.join(probe_dir, "results.json"))
     details = _read_json(os.path.join(probe_dir, "details.json"))
@@ -117,6 +141,7 @@ def make_report(probe_dir, out_dir, train_log="", title="", fidelity_dirs=()):
     if loss_lines:
         text += ["## Training loss", "", *loss_lines]
     text += fidelity_lines
+    text += _domain_section(domain_dirs, checkpoint, plot_dir)
     path = os.path.join(out_dir, "RESULTS.md")
     atomic_write_text(path, "\n".join(text) + "\n")
     for name, obj in (("results.json", results), ("details.json", details)):
@@ -129,7 +154,8 @@ def main(argv=None):
     args = get_parser().parse_args(argv)
     setup_logging(args.log_level)
     log_invocation(logger)
-    make_report(args.probe_dir, args.out_dir, args.train_log, args.title, args.fidelity)
+    make_report(args.probe_dir, args.out_dir, args.train_log, args.title, args.fidelity, args.domains,
+                args.checkpoint)
     return 0
 
 

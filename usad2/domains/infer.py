@@ -22,6 +22,7 @@ import torch
 
 from usad2.audio.io import load_audio
 from usad2.data.datadir import DataDir, load_data_dir
+from usad2.domains.agreement import confusion_table
 from usad2.domains.mapping import DOMAINS
 from usad2.domains.tagger import Tagger, pool, read_tagger
 from usad2.errors import DataDirError
@@ -31,24 +32,6 @@ from usad2.utils.atomic import atomic_write_text
 log = logging.getLogger(__name__)
 STAMP = ".infer_domains.done"
 BATCH_UTTERANCES = 8
-
-
-def confusion(labels, posteriors):
-    """{label: {inferred domain: count}} over utterances with a known label, and the agreement.
-
-    `labels` and `posteriors` are {utt: label} and {utt: (p_speech, p_audio, p_music)}; the
-    inferred domain is the posterior's argmax. Agreement is None without any known label.
-    """
-    table = {}
-    for utt, label in sorted(labels.items()):
-        if label == "unknown" or utt not in posteriors:
-            continue
-        guess = DOMAINS[int(np.argmax(posteriors[utt]))]
-        row = table.setdefault(label, {d: 0 for d in DOMAINS})
-        row[guess] += 1
-    total = sum(sum(r.values()) for r in table.values())
-    agree = sum(r.get(label, 0) for label, r in table.items())
-    return table, (agree / total if total else None)
 
 
 def rounded(posterior):
@@ -140,7 +123,7 @@ def _summary(data, posteriors, tagger_name):
                "mean_posterior": {d: round(float(m), 4) for d, m in zip(DOMAINS, mean)}}
     labels = data.table("utt2domain")
     if labels is not None:
-        table, agreement = confusion(labels, posteriors)
+        table, agreement = confusion_table(labels, posteriors)
         summary["confusion"] = table
         summary["agreement"] = None if agreement is None else round(agreement, 4)
     return summary

@@ -78,3 +78,18 @@ def layer_weights(model, tasks, layer_names, weights, path):
     ax.set_title(f"{model}: learned layer weights")
     fig.colorbar(im, ax=ax, fraction=0.04)
     return _save(fig, path)
+
+
+def weight_histograms(weights, path):
+    """One histogram per teacher of its per-utterance weight: weights = {teacher: (N,) array}."""
+    names = sorted(weights)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names) + 0.5, 3.0), squeeze=False)
+    top = max(float(np.max(w)) for w in weights.values()) if names else 1.0
+    for ax, name in zip(axes[0], names):
+        ax.hist(weights[name], bins=np.linspace(0, max(top, 1e-6) * 1.02, 26), color="tab:blue")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("weight")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("utterances")
+    fig.suptitle("effective teacher weight per training utterance", fontsize=10)
+    return _save(fig, path)
