@@ -453,7 +453,7 @@ def test_bce_heads_skip_standardisation_and_report_posteriors():
 def test_stage2_keeping_stage1_teachers_merges_a_teacher_of_both_stages():
     """--drop_stage1 false with yamnet in both lists: one yamnet spec, its K layers plus its last."""
     from usad2.distill.config import TrainConfig
-    from usad2.distill.trainer import teacher_specs
+    from usad2.distill.build import teacher_specs
 
     cfg = TrainConfig(train_dir="t", out_dir="o", teachers=["speech_embedding", "yamnet"],
                       stage2_teachers=["resemblyzer", "yamnet"], drop_stage1=False)

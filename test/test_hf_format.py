@@ -215,7 +215,7 @@ def test_init_upscale_and_model_info_accept_the_directory(exp, tmp_path, capsys)
     from usad2.bin.distill import resolve_init
     from usad2.bin.model_info import main as model_info_main
     from usad2.bin.upscale_depth import main as upscale_main
-    from usad2.distill.trainer import read_init
+    from usad2.distill.build import read_init
 
     hf = str(exp / "export" / "hf")
     ref = load_export(exp / "export" / "model.pt")

@@ -20,7 +20,8 @@ import torch
 from test_distill_task import make_data_dir, mean_predictions, write_cards
 from usad2.bin.distill import main, parse_args, replay_script
 from usad2.data.pipeline import EvalPipeline
-from usad2.distill import trainer as T
+from usad2.distill import build, optim
+from usad2.distill.trainer import Trainer
 from usad2.distill.config import RENAMED, TrainConfig
 from usad2.distill.task import EvalAccumulator, TargetStats
 from usad2.errors import ConfigError
@@ -68,13 +69,13 @@ def sub_env():
 
 
 def test_lr_schedule_by_hand():
-    f = [T.lr_factor(s, 4, 12) for s in range(12)]
+    f = [optim.lr_factor(s, 4, 12) for s in range(12)]
     assert f[:4] == [0.25, 0.5, 0.75, 1.0]
     assert f[4] == 1.0 and f[8] == pytest.approx(0.5) and f[11] == pytest.approx(1 / 8)
-    assert T.lr_factor(8, 4, 12, "cosine") == pytest.approx(0.5)
-    assert T.lr_factor(12, 4, 12, "linear", min_ratio=0.1) == pytest.approx(0.1)
+    assert optim.lr_factor(8, 4, 12, "cosine") == pytest.approx(0.5)
+    assert optim.lr_factor(12, 4, 12, "linear", min_ratio=0.1) == pytest.approx(0.1)
     with pytest.raises(ConfigError, match="schedule"):
-        T.lr_factor(5, 4, 12, "step")
+        optim.lr_factor(5, 4, 12, "step")
 
 
 def test_replay_script_quotes_and_uses_torchrun():
@@ -88,7 +89,7 @@ def test_replay_script_quotes_and_uses_torchrun():
 def mean_predictor_dev_loss(saved):
     """Dev loss (same loss, weights and alignment) of predicting each target dimension's training mean."""
     cfg = TrainConfig.from_saved(saved)
-    trainer = T.Trainer(dataclasses.replace(cfg, out_dir=cfg.out_dir + "_baseline"), dist.DistEnv(), "cpu")
+    trainer = Trainer(dataclasses.replace(cfg, out_dir=cfg.out_dir + "_baseline"), dist.DistEnv(), "cpu")
     task, stats = trainer.task, TargetStats()
     for batch in EvalPipeline(cfg.train_dir, batch_seconds=20):
         targets = trainer.train_targets.get(batch)
@@ -312,11 +313,11 @@ def test_param_groups_scale_the_heads_learning_rate_only():
     model = torch.nn.Module()
     model.student = torch.nn.Linear(4, 3)
     model.heads = torch.nn.ModuleDict({"t:L1": torch.nn.Linear(3, 2)})
-    two = T.param_groups(model, 1e-3, 0.01)
+    two = optim.param_groups(model, 1e-3, 0.01)
     assert [(len(g["params"]), g["lr"], g["weight_decay"]) for g in two] == [(2, 1e-3, 0.01), (2, 1e-3, 0.0)]
     wrapped = torch.nn.Module()
     wrapped.module = model  # DDP's parameter names: "module.heads...."
-    four = T.param_groups(wrapped, 1e-3, 0.01, head_lr_scale=5.0)
+    four = optim.param_groups(wrapped, 1e-3, 0.01, head_lr_scale=5.0)
     assert [(g["params"][0].shape, g["lr"], g["weight_decay"]) for g in four] == [
         (torch.Size([3, 4]), 1e-3, 0.01), (torch.Size([3]), 1e-3, 0.0),
         (torch.Size([2, 3]), pytest.approx(5e-3), 0.01), (torch.Size([2]), pytest.approx(5e-3), 0.0)]
@@ -335,7 +336,7 @@ def test_linear_heads_train_and_are_saved_as_linear(corpus, tmp_path):
                 "tiny_music", "--drop_stage1", "false", "--teachers", "tiny_speech", "--lr", "1e-12", dev=False)
     main(args)
     kept = torch.load(os.path.join(plus, "checkpoints", "last.pt"), weights_only=True)["heads"]
-    assert T.heads_hidden(kept) == 0 and T.heads_hidden(ckpt["heads"]) == 0
+    assert build.heads_hidden(kept) == 0 and build.heads_hidden(ckpt["heads"]) == 0
     key = "tiny_speech:L2.0.weight"
     assert torch.allclose(kept[key], ckpt["heads"][key], atol=1e-6)
     main(args[:args.index("--max_steps") + 1] + ["2"] + args[args.index("--max_steps") + 2:])

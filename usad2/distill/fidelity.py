@@ -220,7 +220,7 @@ def evaluate_checkpoint(ckpt, where, dev_dir, targets_dir=None, max_utts=0, batc
                         progress=True):
     """Per-head fidelity of a training checkpoint on a dev data dir (see the module docstring)."""
     from usad2.data.pipeline import EvalPipeline
-    from usad2.distill.trainer import import_plugins
+    from usad2.distill.build import import_plugins
 
     cfg = TrainConfig.from_saved(ckpt["config"], where)
     import_plugins(cfg.plugins)  # families of online teachers

@@ -1,5 +1,10 @@
 """The distillation trainer behind `python -m usad2.bin.distill` (stage 1, stage 2, continuation).
 
+Driven by a `TrainConfig` (usad2.distill.config). Its pieces live beside it: the student, teacher
+specs and --init heads (`build`), AdamW groups, schedule and clipping (`optim`), DDP / FSDP and
+full state dicts (`parallel`), step files (`usad2.models.checkpoint`), RNG states
+(`usad2.utils.rng`); this module runs the loop, evaluation, checkpointing and logging.
+
 One process per device, launched by torchrun or srun (never spawned here; `usad2.utils.dist`).
 Per step: `grad_accum` micro-batches of the training pipeline (global batches sliced per rank),
 targets from the frozen teachers (online, outside the DDP wrapper) or offline ark files, the
@@ -27,210 +32,36 @@ backward of a dense model; attention's quadratic term and the fbank are left out
 
 Gradient accumulation: each micro-batch is normalised by its own global frame count and the
 micro-batch losses are averaged (a step's frames are not known before its last micro-batch).
-Under FSDP the gradients are reduced with SUM and divided by the world size (see `_wrap`), and
+Under FSDP the gradients are reduced with SUM and divided by the world size (see `usad2.distill.parallel.wrap`), and
 the clipping norm is summed over the shards (`clip_gradients`); the 2-process FSDP run
 reproduces the single-process loss curve on CPU (test_trainer.py).
 """
 import contextlib
 import json
 import logging
-import math
 import os
-import random
 import time
 
-import numpy as np
 import torch
 
+from usad2.distill.build import build_student, heads_hidden, import_plugins, load_init_heads, teacher_specs
 from usad2.distill.config import TrainConfig
+from usad2.distill.optim import build_optimizer, clip_gradients
+from usad2.distill.parallel import full_state, load_optimizer_state, wrap
 from usad2.distill.targets import OfflineTargets, OnlineTargets, with_probability_targets
-from usad2.distill.task import (DistillModel, DistillTask, EvalAccumulator, TargetStats, denormalise_preds,
-                                stage1_spec, stage2_spec)
-from usad2.errors import CheckpointError, ConfigError
-from usad2.models.checkpoint import (TRAIN_FORMAT, list_checkpoints, read_model_file, read_training_checkpoint,
+from usad2.distill.task import DistillModel, DistillTask, EvalAccumulator, TargetStats, denormalise_preds
+from usad2.errors import ConfigError
+from usad2.models.checkpoint import (TRAIN_FORMAT, list_checkpoints, read_training_checkpoint,
                                      remove_stale_temporaries, write_checkpoint)
-from usad2.models.presets import get_preset
-from usad2.models.upscale import upscale
 from usad2.models.wave_encoder import Usad2Model
 from usad2.teachers.registry import build_teacher, load_card
 from usad2.utils import dist
 from usad2.utils.precision import autocast, resolve_precision
+from usad2.utils.rng import rng_state, seed_everything, set_rng_state
 
 logger = logging.getLogger("usad2")
 
-# ----------------------------------------------------------------------------- schedule, RNG
-def lr_factor(step, warmup_steps, max_steps, schedule="linear", min_ratio=0.0):
-    """Multiplier of the peak LR at optimizer step `step` (0-based)."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    span = max(1, max_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    if schedule == "cosine":
-        decay = 0.5 * (1.0 + math.cos(math.pi * progress))
-    elif schedule == "linear":
-        decay = 1.0 - progress
-    else:
-        raise ConfigError(f"unknown --schedule {schedule!r}: linear or cosine")
-    return min_ratio + (1.0 - min_ratio) * decay
 
-
-def rng_state():
-    """This process's RNG states as weights-only-loadable values."""
-    np_state = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": _to_lists(random.getstate()),
-             "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                       "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "gauss": float(np_state[4])}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state):
-    torch.set_rng_state(state["torch"])
-    random.setstate(_to_tuples(state["python"]))
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _to_lists(x):
-    return [_to_lists(v) for v in x] if isinstance(x, (tuple, list)) else x
-
-
-def _to_tuples(x):
-    return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
-
-
-def seed_everything(seed):
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def clip_gradients(params, max_norm, sharded=False):
-    """Scale gradients so their global L2 norm is at most `max_norm` (0: no clipping); returns the norm.
-
-    Under FSDP each rank holds a shard of every gradient (a DTensor): the squared norms of the
-    local shards are summed over ranks. (torch 2.8's clip_grad_norm_ gave a different norm for
-    FSDP2 shards on CPU/gloo than for the same unsharded gradients, which broke the equal-loss
-    check; this computes it explicitly.)
-    """
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return 0.0
-    local = [g.to_local() if hasattr(g, "to_local") else g for g in grads]
-    sq = torch.stack([g.detach().double().pow(2).sum() for g in local]).sum()
-    if sharded:
-        sq = dist.all_reduce_sum(sq)
-    norm = float(sq.sqrt())
-    if max_norm and norm > max_norm:
-        coef = max_norm / (norm + 1e-6)
-        for g in local:
-            g.mul_(coef)
-    return norm
-
-
-# ----------------------------------------------------------------------------- model set-up
-def param_groups(model, lr, weight_decay, head_lr_scale=1.0):
-    """AdamW groups: weight decay on matrices only; the prediction heads at lr x head_lr_scale.
-
-    With head_lr_scale 1 there are two groups (decay, no decay), as before the option existed, so
-    older checkpoints resume; otherwise four (student/heads x decay/no decay).
-    """
-    groups = {}
-    for name, p in model.named_parameters():
-        is_head = "heads" in name.split(".")[:2]  # "heads.<key>..." or "module.heads.<key>..." (DDP)
-        key = (is_head and head_lr_scale != 1.0, p.ndim >= 2)
-        groups.setdefault(key, []).append(p)
-    return [{"params": groups[(head, decay)], "weight_decay": weight_decay if decay else 0.0,
-             "lr": lr * (head_lr_scale if head else 1.0)}
-            for head in (False, True) for decay in (True, False) if (head, decay) in groups]
-
-
-def read_init(path):
-    """(model config dict, fbank config dict or None, encoder state dict, heads state or None)."""
-    found = read_model_file(path).require("export", "checkpoint", why="--init needs a model config")
-    return found.model_config, found.fbank_config, found.state_dict, found.heads
-
-
-def build_student(cfg):
-    """(Usad2Model, init heads state or None) from --preset or --init (+ --upscale_ranges)."""
-    overrides = {} if cfg.dropout is None else {"dropout": cfg.dropout,
-                                                       "attention_dropout": cfg.dropout}
-    if not cfg.init:
-        if cfg.upscale_ranges:
-            raise ConfigError("--upscale_ranges needs --init (a trained model to up-scale)")
-        return Usad2Model(get_preset(cfg.student, **overrides)), None
-    config, fbank, state, heads = read_init(cfg.init)
-    if cfg.upscale_ranges:
-        config, state, sources = upscale(config, state, cfg.upscale_ranges)
-        logger.info("up-scaled %s to %d layers (source layers %s)", cfg.init, len(sources), sources)
-    config = dict(config, **overrides)
-    student = Usad2Model(config, fbank)
-    student.load_state_dict(state, strict=True)
-    logger.info("initialised the student from %s", cfg.init)
-    return student, heads
-
-
-def teacher_specs(cfg, num_student_layers):
-    """TeacherSpecs of the stage-1 (K-sparse) and stage-2 (last layer) teachers."""
-    dirs = cfg.teacher_cards or None
-    stage2 = [t for t in cfg.stage2_teachers or [] if t]
-    stage1 = [t for t in cfg.teachers or [] if t]
-    if stage2 and cfg.drop_stage1:
-        if stage1:
-            logger.info("stage 2 with --drop_stage1 true: not distilling from %s", ", ".join(stage1))
-        stage1 = []
-    for names in (stage1, stage2):
-        if len(set(names)) != len(names):
-            raise ConfigError(f"a teacher is listed twice: {names}")
-    specs = [stage1_spec(load_card(n, dirs), num_student_layers, cfg.k) for n in stage1]
-    for name in stage2:
-        spec = stage2_spec(load_card(name, dirs), num_student_layers, cfg.stage2_student_layer)
-        same = [s for s in specs if s.name == name]
-        if same:  # kept stage-1 teacher that is also a "+" teacher: one spec with both layer sets
-            same[0].pairs += [p for p in spec.pairs if p not in same[0].pairs]
-            same[0].widths.update(spec.widths)
-        else:
-            specs.append(spec)
-    return specs
-
-
-def heads_hidden(heads_state):
-    """The hidden width of saved prediction heads: 0 for linear heads, None when there are none."""
-    if not heads_state:
-        return None
-    if not any(k.endswith(".2.weight") for k in heads_state):
-        return 0
-    return int(next(v.shape[0] for k, v in heads_state.items() if k.endswith(".0.weight")))
-
-
-def load_init_heads(model, heads_state, cfg):
-    """Copy heads of the init checkpoint whose key and shape match (unless dropped)."""
-    if not heads_state or (cfg.stage2_teachers and cfg.drop_stage1):
-        return []
-    own = model.heads.state_dict()
-    taken = {k: v for k, v in heads_state.items() if k in own and own[k].shape == v.shape}
-    own.update(taken)
-    model.heads.load_state_dict(own)
-    keys = sorted({k.split(".")[0] for k in taken})
-    logger.info("heads taken from the init checkpoint: %s", ", ".join(keys) or "none")
-    return keys
-
-
-def import_plugins(names):
-    """Import modules that register extra Teacher families (`register_family`)."""
-    import importlib
-
-    for name in names or []:
-        try:
-            importlib.import_module(name)
-        except ImportError as e:
-            raise ConfigError(f"--plugins: cannot import {name}: {e}") from None
-
-
-# ----------------------------------------------------------------------------- checkpoints
 def check_resume_config(saved, cfg, path):
     """Refuse to resume `path` (saved config dict) under options that make it another experiment."""
     changed = cfg.identity_changes(TrainConfig.from_saved(saved, path))
@@ -240,7 +71,6 @@ def check_resume_config(saved, cfg, path):
                           "use a new --out_dir or the original options")
 
 
-# ----------------------------------------------------------------------------- the trainer
 class Trainer:
     """Holds the model, optimizer, pipelines and targets of one process; `run()` trains."""
 
@@ -368,39 +198,13 @@ class Trainer:
         return stats
 
     def _wrap(self):
-        model = self.raw_model
-        if self.cfg.fsdp:
-            from torch.distributed.fsdp import fully_shard
-
-            if dist.is_initialized():
-                for block in model.student.encoder.layers:
-                    fully_shard(block)
-                fully_shard(model)
-                # SUM then divide by the world size: gloo's reduce-scatter ignores ReduceOp.AVG
-                # (gradients came out world_size times too large on CPU), nccl is fine either way
-                for module in model.modules():
-                    if hasattr(module, "set_force_sum_reduction_for_comms"):
-                        module.set_force_sum_reduction_for_comms(True)
-            self.model = model
-        elif dist.is_initialized():
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [torch.device(self.device).index] if str(self.device).startswith("cuda") else None
-            self.model = DistributedDataParallel(model, device_ids=ids,
-                                                 find_unused_parameters=not model.uses_every_layer)
-        else:
-            self.model = model
+        self.model = wrap(self.raw_model, self.cfg.fsdp, self.device)
 
     def _build_optimizer(self):
-        cfg = self.cfg
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.lr, cfg.weight_decay,
-                                                        cfg.head_lr_scale),
-                                           lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(
-            s, cfg.warmup_steps, cfg.max_steps, cfg.schedule, cfg.min_lr_ratio))
+        self.optimizer, self.scheduler = build_optimizer(self.model, self.cfg)
 
     def _restore(self, ckpt):
-        self._load_optimizer(ckpt["optimizer"])
+        load_optimizer_state(self.model, self.optimizer, ckpt["optimizer"], self.cfg.fsdp)
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.step, self.dev_history = ckpt["step"], list(ckpt["dev_history"])
         self.best = ckpt.get("best")
@@ -412,27 +216,6 @@ class Trainer:
         else:
             logger.warning("%s was written by %d processes, now %d: RNG streams restart (data order is kept)",
                            self.resume_path, len(ckpt["rng"]), self.env.world_size)
-
-    # -- state dicts (FSDP-aware)
-    def _full_state(self):
-        """(model state, optimizer state), full and on CPU; a collective under FSDP."""
-        if self.cfg.fsdp and dist.is_initialized():
-            from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                                 get_optimizer_state_dict)
-
-            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-            return (get_model_state_dict(self.model, options=opts),
-                    get_optimizer_state_dict(self.model, self.optimizer, options=opts))
-        return ({k: v.detach().cpu() for k, v in self.raw_model.state_dict().items()}, self.optimizer.state_dict())
-
-    def _load_optimizer(self, state):
-        if self.cfg.fsdp and dist.is_initialized():
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-            set_optimizer_state_dict(self.model, self.optimizer, state,
-                                     options=StateDictOptions(full_state_dict=True))
-        else:
-            self.optimizer.load_state_dict(state)
 
     # -- one step
     def _autocast(self):
@@ -497,7 +280,7 @@ class Trainer:
     # -- checkpointing
     def save(self, dev=None):
         """Write step_<step>.pt (rank 0, atomic), update last/best links, prune old step files."""
-        model_state, optim_state = self._full_state()
+        model_state, optim_state = full_state(self.model, self.raw_model, self.optimizer, self.cfg.fsdp)
         rngs = dist.gather_objects(rng_state())
         datas = dist.gather_objects(self.train_pipe.state_dict())
         if self.env.is_main:
