@@ -54,7 +54,8 @@ class Batch:
     """One rank's slice of a batch.
 
     utts: utterance ids; wavs: (B, N) float32 16 kHz, zero-padded (None with load_audio=False);
-    lengths: (B,) long valid samples; domains: speech|audio|music|unknown; crop_starts: (B,) long
+    lengths: (B,) long valid samples; domains: speech|audio|music|unknown, or a posterior tuple
+    (p_speech, p_audio, p_music) with domain_source infer|mixed (catalog.py); crop_starts: (B,) long
     sample offset of the crop in the full utterance; full_lengths: (B,) long full utterance
     samples (metadata); labels: label name -> list of values (str or None), see catalog.py.
     """
@@ -160,11 +161,13 @@ class TrainPipeline:
     bucket_seconds: length-sorting window (None: 16 batch budgets; 0: no sorting).
     min_crop_seconds: utterances shorter than this are left out (the frontend needs frames).
     load_audio: False yields metadata-only batches (wavs None, lengths = planned crop lengths).
+    domain_source: labels, infer or mixed: what `Batch.domains` holds (catalog.py).
     """
 
     def __init__(self, data_dir, *, batch_seconds=80.0, crop_seconds=10.0, seed=0, rank=0,
                  world_size=1, use_weights=True, allow_pipes=False, num_workers=1,
-                 bucket_seconds=None, min_crop_seconds=0.1, prefetch=2, load_audio=True):
+                 bucket_seconds=None, min_crop_seconds=0.1, prefetch=2, load_audio=True,
+                 domain_source="labels"):
         _check_rank(rank, world_size, num_workers)
         budget = _seconds_to_samples(batch_seconds, "batch_seconds")
         crop = _seconds_to_samples(crop_seconds, "crop_seconds")
@@ -174,7 +177,7 @@ class TrainPipeline:
             window, sort = budget, False
         else:
             window, sort = _seconds_to_samples(bucket_seconds, "bucket_seconds"), True
-        catalog = _drop_short(load_catalog(data_dir, allow_pipes), min_crop_seconds)
+        catalog = _drop_short(load_catalog(data_dir, allow_pipes, domain_source), min_crop_seconds)
         if use_weights and catalog.weights is None:
             log.info("%s has no utt2weight: sampling uniformly (a shuffled pass per epoch)",
                      catalog.where)
@@ -270,11 +273,11 @@ class EvalPipeline:
     """
 
     def __init__(self, data_dir, *, batch_seconds, max_seconds=None, rank=0, world_size=1,
-                 allow_pipes=False, num_workers=1, prefetch=2, load_audio=True):
+                 allow_pipes=False, num_workers=1, prefetch=2, load_audio=True, domain_source="labels"):
         _check_rank(rank, world_size, num_workers)
         budget = _seconds_to_samples(batch_seconds, "batch_seconds")
         limit = _seconds_to_samples(max_seconds, "max_seconds")
-        self.catalog = load_catalog(data_dir, allow_pipes)
+        self.catalog = load_catalog(data_dir, allow_pipes, domain_source)
         self.batches = _eval_batches(self.catalog, budget, limit)
         self.num_workers, self.prefetch = num_workers, prefetch
         self._loader = _Loader(self.catalog, rank, world_size, load_audio)

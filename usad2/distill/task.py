@@ -40,7 +40,7 @@ from usad2.distill.align import align
 from usad2.distill.loss import bernoulli_frame_loss, frame_loss
 from usad2.distill.targets import probability_to_logit
 from usad2.distill.mapping import layer_pairs
-from usad2.distill.weighting import UTTERANCE_DOMAINS, weight_table
+from usad2.distill.weighting import utterance_weights, weight_table
 from usad2.errors import ConfigError
 from usad2.models.heads import build_heads, head_key
 from usad2.utils import dist
@@ -176,8 +176,7 @@ class DistillTask:
         self.student_rate = fractions.Fraction(student_rate)
         self.student_offset = student_offset
         self.tolerance = tolerance
-        table = weight_table([s.domain for s in specs], omega, any_weight)
-        self.weight_rows = {d: torch.tensor(table[d], dtype=torch.float32) for d in UTTERANCE_DOMAINS}
+        self.weight_table = weight_table([s.domain for s in specs], omega, any_weight)
         self.stats = stats  # a TargetStats or None
         self.heads = [(m, j, key) for m, s in enumerate(specs) for j, key in enumerate(s.keys())]
         # --probability_targets bce: these heads output logits of the teacher's posteriors and are
@@ -188,13 +187,10 @@ class DistillTask:
         self.squared_keys = prob_keys if probability_targets == "mse" else set()
 
     def weights(self, domains, device="cpu"):
-        """(B, M) domain weights of the batch's utterances."""
-        rows = []
-        for d in domains:
-            if d not in self.weight_rows:
-                raise ConfigError(f"utterance domain {d!r} is not one of {UTTERANCE_DOMAINS}")
-            rows.append(self.weight_rows[d])
-        return torch.stack(rows).to(device)
+        """(B, M) domain weights of the batch's utterances; a domain is a label or a posterior
+        (p_speech, p_audio, p_music), weighted by the expectation of the rule (weighting.py)."""
+        rows = [utterance_weights(self.weight_table, d) for d in domains]
+        return torch.tensor(rows, dtype=torch.float32).reshape(len(rows), len(self.specs)).to(device)
 
     def head_terms(self, preds, pred_lengths, targets, batch, normalised=True):
         """Yield (m, key, per-frame loss (B, T), mask (B, T)) for every head.
