@@ -205,7 +205,8 @@ def test_student_export_and_heads_of_a_training_checkpoint(corpus, tmp_path):
     from usad2.models.heads import build_heads
     from usad2.models.presets import get_preset
     from usad2.models.wave_encoder import Usad2Model
-    from usad2.probe.features import extract_features, model_from_spec
+    from usad2.probe.cache import extract_features
+    from usad2.probe.features import model_from_spec
 
     torch.manual_seed(0)
     model = Usad2Model(get_preset("tiny"))
@@ -258,7 +259,8 @@ def test_teacher_through_the_teacher_interface(corpus, tmp_path, monkeypatch):
         "name: s3prl_fbank\nfamily: s3prl\ndomain: speech\nsample_rate: 16000\nframe_rate: 100\n"
         "num_layers: 1\nwidth: 240\noptions: {upstream: fbank}\n")
     monkeypatch.setenv("USAD2_TEACHER_CARDS", str(cards))
-    from usad2.probe.features import extract_features, model_from_spec
+    from usad2.probe.cache import extract_features
+    from usad2.probe.features import model_from_spec
 
     teacher = model_from_spec("s3prl_fbank")
     assert teacher.num_layers == 1 and teacher.frame_rate == 100.0
@@ -329,7 +331,8 @@ def tiny_cards(tmp_path, monkeypatch):
 
 
 def test_teachers_concat_features_come_from_the_teachers_cache(corpus, tmp_path, tiny_cards, caplog):
-    from usad2.probe.features import ConcatProbe, extract_features, model_from_spec
+    from usad2.probe.cache import extract_features
+    from usad2.probe.features import ConcatProbe, model_from_spec
 
     concat = model_from_spec("teachers_concat=concat:tiny_speech,tiny_music,tiny_audio")
     assert isinstance(concat, ConcatProbe)
@@ -339,7 +342,7 @@ def test_teachers_concat_features_come_from_the_teachers_cache(corpus, tmp_path,
     cache = tmp_path / "cache"
     parts = {p.name: extract_features(p, corpus / "dev", cache, frame_utts) for p in concat.parts}
     stamps = {p: p.stat().st_mtime_ns for p in cache.glob("*/*/.done")}
-    caplog.set_level("INFO", logger="usad2.probe.features")
+    caplog.set_level("INFO", logger="usad2.probe.cache")
     caplog.clear()
     feats = extract_features(concat, corpus / "dev", cache, frame_utts)
     assert "features: tiny_speech on" in caplog.text and "(9 utterances" not in caplog.text   # read, not run
@@ -366,7 +369,7 @@ def test_teachers_concat_features_come_from_the_teachers_cache(corpus, tmp_path,
 def test_teachers_concat_probe_end_to_end(corpus, tmp_path, tiny_cards, caplog):
     from usad2.bin.probe import probe
 
-    caplog.set_level("INFO", logger="usad2.probe.features")
+    caplog.set_level("INFO", logger="usad2.probe.cache")
     caplog.clear()
     out = tmp_path / "probe"
     results = probe(["tiny_speech", "tiny_music", "teachers_concat=concat:tiny_speech,tiny_music", "fbank"],
@@ -392,7 +395,8 @@ def test_bf16_features_are_cached_apart_and_close_to_fp32(corpus, tmp_path):
     from usad2.models.export import save_export
     from usad2.models.presets import get_preset
     from usad2.models.wave_encoder import Usad2Model
-    from usad2.probe.features import extract_features, model_from_spec
+    from usad2.probe.cache import extract_features
+    from usad2.probe.features import model_from_spec
 
     torch.manual_seed(0)
     save_export(Usad2Model(get_preset("tiny")), tmp_path / "model.pt")

@@ -29,7 +29,7 @@ import torch
 from usad2.data.datadir import load_data_dir
 from usad2.errors import ConfigError
 from usad2.probe import tasks as tasks_mod
-from usad2.probe.features import extract_features
+from usad2.probe.cache import extract_features
 from usad2.probe.heads import ProbeConfig, fit_probe
 from usad2.probe.metrics import chance_score
 from usad2.utils.atomic import atomic_write_text
