@@ -51,6 +51,8 @@ run_plus=true           # run stage 6 (the "+" stage-2 training, the paper's ful
 stage2_init=stage1      # stage 6 starts from: stage1 (the stage-5 model) or scratch (a random --student)
 plus_keep_stage1=false  # true: stage 6 keeps distilling the stage-1 teachers beside the "+" ones (false: dropped, as the paper)
 omega=""                # domain weight ω of stages 5 and 6 (empty: the verb's default, 10; 1 = uniform)
+domain_source=labels    # training domains: labels (utt2domain), infer (stage 3 tags every clip: soft weights from utt2domain_post) or mixed (labels where known, inferred elsewhere)
+domain_tagger=yamnet    # tagger of --domain_source infer|mixed (usad2.bin.infer_domains --tagger)
 drop_teachers=""        # teacher cards removed from --teachers, comma-separated (ablation, e.g. basic_pitch)
 export_checkpoint=last.pt  # checkpoint (under <exp>/checkpoints/) that stage 7 exports
 precision=auto          # compute precision of stages 4 (torch teachers), 5, 6 (training) and 8 (probe features): fp32, bf16 (autocast) or auto (bf16 where the CPU/GPU has bf16 matrix units)
@@ -83,6 +85,7 @@ done
 case "${teacher_mode}" in offline|online) ;; *) die "--teacher_mode: offline or online, got '${teacher_mode}'" ;; esac
 case "${stage2_init}" in stage1|scratch) ;; *) die "--stage2_init: stage1 or scratch, got '${stage2_init}'" ;; esac
 case "${precision}" in fp32|bf16|auto) ;; *) die "--precision: fp32, bf16 or auto, got '${precision}'" ;; esac
+case "${domain_source}" in labels|infer|mixed) ;; *) die "--domain_source: labels, infer or mixed, got '${domain_source}'" ;; esac
 if [ -n "${drop_teachers}" ]; then  # ablation: distil (and extract, probe) without these teachers
     IFS=, read -ra _drop <<< "${drop_teachers}"
     IFS=, read -ra _kept <<< "${teachers}"
@@ -141,6 +144,7 @@ _stem() {
 if [ -z "${tag}" ]; then
     tag=usad2_${student}_${teacher_mode}
     [ -z "${distill_config}" ] || tag+="_$(_stem "${distill_config}")"
+    [ "${domain_source}" = labels ] || tag+="_${domain_source}domains"
 fi
 plus_tag=${tag}_plus
 if [ -n "${plus_config}" ]; then
@@ -186,6 +190,7 @@ distill_common=(--teacher_mode "${teacher_mode}" --k "${num_distill_layers}"
                 --train_dir "${dumpdir}/raw/${train_set}_mix" --dev_dir "${dumpdir}/raw/${dev_set}"
                 --targets_dir "${dumpdir}/targets" --precision "${precision}"
                 "${cards_opt[@]+"${cards_opt[@]}"}")
+[ "${domain_source}" = labels ] || distill_common+=(--domain_source "${domain_source}")
 
 if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
     log "Stage 0: fetch teachers -> teacher cache${teacher_checkpoints:+; local checkpoints -> ${teacher_card_dir}/}"
@@ -222,6 +227,19 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
     log "Stage 3: mix: domain-balanced training list -> ${dumpdir}/raw/${train_set}_mix"
     "${python}" -m usad2.bin.mix_data --train "${dumpdir}/raw/${train_set}" \
         --out "${dumpdir}/raw/${train_set}_mix" --balance domain --force "${force}"
+    if [ "${domain_source}" != labels ]; then
+        # before stage 4: the targets' stamps cover every file of these sets, the posteriors too
+        log "Stage 3: domain posteriors (${domain_tagger}) -> utt2domain_post of ${train_set}_mix and ${dev_set};" \
+            "test sets -> ${dumpdir}/domains/ (compared with their labels in the report)"
+        for dset in "${train_set}_mix" "${dev_set}"; do
+            "${python}" -m usad2.bin.infer_domains --data "${dumpdir}/raw/${dset}" --tagger "${domain_tagger}" \
+                --force "${force}" "${cards_opt[@]+"${cards_opt[@]}"}" > /dev/null
+        done
+        for dset in "${_tests[@]}"; do  # copies: the probe's feature cache of the test set stays valid
+            "${python}" -m usad2.bin.infer_domains --data "${dumpdir}/raw/${dset}" --tagger "${domain_tagger}" \
+                --out "${dumpdir}/domains/${dset}" --force "${force}" "${cards_opt[@]+"${cards_opt[@]}"}" > /dev/null
+        done
+    fi
 fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
@@ -327,9 +345,13 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
             "${_t[@]+"${_t[@]}"}" --out "${_d}/fidelity" --progress false --force "${force}"
         _fid+=(--fidelity "${_d}/fidelity")
     done
+    _dom=(--checkpoint "${final_dir}/checkpoints/${export_checkpoint}")  # effective teacher weights
+    for dset in "${_tests[@]}"; do  # inferred vs true domains, where stage 3 tagged the test sets
+        _dom+=(--domains "${dumpdir}/domains/${dset}")
+    done
     log "Stage 9: report -> ${final_dir}/report/"
     "${python}" -m usad2.bin.report --probe_dir "${final_dir}/probe" \
-        --train_log "${final_dir}" --out_dir "${final_dir}/report" "${_fid[@]}"
+        --train_log "${final_dir}" --out_dir "${final_dir}/report" "${_fid[@]}" "${_dom[@]}"
 fi
 
 log "Finished stages ${stage}-${stop_stage} in ${SECONDS} s"
