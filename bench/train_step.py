@@ -88,7 +88,7 @@ class Usad2Step:
     """One usad2 distillation step: Usad2Model (fbank + encoder) + build_heads, random targets."""
 
     def __init__(self, config, batch, seconds, num_heads=3, seed=0, precision="fp32"):
-        from usad2.distill.mapping import student_layers
+        from usad2.teachers.mapping import student_layers
         from usad2.models.heads import build_heads
         from usad2.models.wave_encoder import Usad2Model
 

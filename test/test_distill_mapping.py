@@ -1,7 +1,7 @@
 """Layer mapping against hand computations (issue 5 acceptance)."""
 import pytest
 
-from usad2.distill.mapping import layer_pairs
+from usad2.teachers.mapping import layer_pairs
 from usad2.errors import ConfigError
 
 

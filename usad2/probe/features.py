@@ -193,7 +193,7 @@ def heads_from_checkpoint(ckpt, num_student_layers, where):
     """
     from torch import nn
 
-    from usad2.distill.mapping import student_layers
+    from usad2.teachers.mapping import student_layers
     from usad2.models.checkpoint import strip_wrappers
     from usad2.models.heads import PredictionHead, parse_head_key
 

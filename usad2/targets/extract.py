@@ -15,7 +15,7 @@ import shutil
 
 from tqdm import tqdm
 
-from usad2.distill.mapping import teacher_layers
+from usad2.teachers.mapping import teacher_layers
 from usad2.targets.store import ShardWriter, TargetsError, layer_name, merge_shards
 from usad2.utils import stamp
 from usad2.utils.atomic import atomic_write_text

@@ -1,4 +1,7 @@
-"""Sparse layer-to-layer mapping (docs/method.md §3.1).
+"""Sparse layer-to-layer mapping (docs/method.md §3.1): which layers of a teacher are distilled and
+which student layers predict them. It lives with the teacher cards (their `distill_layers` override
+it) because both the offline targets (usad2.targets: the teacher layers to extract) and
+distillation (usad2.distill: the layer pairs) read it.
 
 With K pairs, for k = 1..K student layer floor(k·L_S/K) predicts teacher layer floor(k·L_T/K).
 A teacher card may list its distilled layers explicitly (a teacher with fewer than K layers,
