@@ -88,3 +88,39 @@ def test_pipelines_carry_posteriors_per_utterance(tmp_path):
         train = next(iter(TrainPipeline(str(tmp_path / "d"), batch_seconds=100, crop_seconds=None,
                                         domain_source=source)))
         assert all(want[u] == d for u, d in zip(train.utts, train.domains)), source
+
+
+def test_distill_with_one_hot_inferred_domains_repeats_the_label_run(tmp_path):
+    """--domain_source infer on posteriors equal to the labels: the same loss at every step."""
+    import json
+
+    from test_distill_task import make_data_dir, write_cards
+    from usad2.bin.distill import main
+    from usad2.data.datadir import load_data_dir
+    from usad2.errors import DataDirError
+
+    cards = write_cards(str(tmp_path / "cards"))
+    train = make_data_dir(tmp_path / "train", n_per_domain=4, seed=1)
+    dev = make_data_dir(tmp_path / "dev", n_per_domain=2, seed=2)
+
+    def run(out, *extra):
+        main(["--train_dir", train, "--dev_dir", dev, "--teachers", "tiny_speech,tiny_audio,tiny_music",
+              "--teacher_cards", cards, "--plugins", "test_distill_task", "--out_dir", str(tmp_path / out),
+              "--max_steps", "4", "--warmup_steps", "2", "--batch_seconds", "4", "--crop_seconds", "1.0",
+              "--dev_every", "4", "--dropout", "0", "--precision", "fp32", *extra])
+        with open(tmp_path / out / "metrics.jsonl") as f:
+            return [json.loads(line) for line in f]
+
+    with pytest.raises(DataDirError, match="needs utt2domain_post for 12 utterance"):
+        run("missing", "--domain_source", "infer")
+    for path in (train, dev):
+        data = load_data_dir(path)
+        one_hot = {u: tuple(float(d == k) for k in ("speech", "audio", "music")) for u, d in data.table("utt2domain").items()}
+        DataDir(data.wav_scp, utt2domain=data.table("utt2domain"), utt2num_samples=data.table("utt2num_samples"),
+                utt2domain_post=one_hot).write(path)
+    labels = run("labels")
+    inferred = run("infer", "--domain_source", "infer")
+    keys = [k for k in labels[-1] if k.startswith(("loss", "dev/loss"))]
+    assert keys and [[m.get(k) for k in keys] for m in labels] == [[m.get(k) for k in keys] for m in inferred]
+    ckpt = torch.load(tmp_path / "infer" / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    assert ckpt["config"]["domain_source"] == "infer"

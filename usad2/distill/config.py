@@ -68,6 +68,10 @@ class TrainConfig:
     k: int = _option(4, "number of sparse layer pairs per teacher", identity=True)
     omega: float = _option(10.0, "domain weight ω (1 = USAD v1 uniform weights)")
     any_weight: float = _option(1.0, "weight of teachers of domain 'any'")
+    domain_source: str = _option("labels", "each utterance's domain: labels (utt2domain), infer (the posteriors of "
+                                 "utt2domain_post from usad2.bin.infer_domains: soft weights) or mixed (labels "
+                                 "where known, posteriors elsewhere)", choices=("labels", "infer", "mixed"),
+                                 identity=True)
     tolerance: int = _option(2, "frame-length mismatch tolerated after alignment (student frames)")
     # optimisation
     max_steps: int = _option(1000, "optimizer steps")

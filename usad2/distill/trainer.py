@@ -48,7 +48,7 @@ from usad2.distill.build import build_student, heads_hidden, import_plugins, loa
 from usad2.distill.config import TrainConfig
 from usad2.distill.optim import build_optimizer, clip_gradients
 from usad2.distill.parallel import full_state, load_optimizer_state, wrap
-from usad2.distill.targets import OfflineTargets, OnlineTargets, with_probability_targets
+from usad2.distill.target_sources import OfflineTargets, OnlineTargets, with_probability_targets
 from usad2.distill.task import DistillModel, DistillTask, EvalAccumulator, TargetStats, denormalise_preds
 from usad2.errors import ConfigError
 from usad2.models.checkpoint import (TRAIN_FORMAT, list_checkpoints, read_training_checkpoint,
@@ -171,10 +171,11 @@ class Trainer:
         self.train_pipe = TrainPipeline(cfg.train_dir, batch_seconds=cfg.batch_seconds,
                                         crop_seconds=cfg.crop_seconds, seed=cfg.seed, rank=env.rank,
                                         world_size=env.world_size, use_weights=cfg.use_weights,
-                                        num_workers=cfg.num_workers)
+                                        num_workers=cfg.num_workers, domain_source=cfg.domain_source)
         self.dev_pipe = (EvalPipeline(cfg.dev_dir, batch_seconds=cfg.dev_batch_seconds,
                                       max_seconds=cfg.dev_max_seconds, rank=env.rank,
-                                      world_size=env.world_size, num_workers=cfg.num_workers)
+                                      world_size=env.world_size, num_workers=cfg.num_workers,
+                                      domain_source=cfg.domain_source)
                          if cfg.dev_dir else None)
 
     def _compute_stats(self):
