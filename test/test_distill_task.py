@@ -19,7 +19,7 @@ import yaml
 
 from usad2.data.datadir import DataDir
 from usad2.distill.align import AlignmentError
-from usad2.distill.targets import OfflineTargets, OnlineTargets, crop_frame_range
+from usad2.distill.target_sources import OfflineTargets, OnlineTargets, crop_frame_range
 from usad2.distill.task import (DistillModel, DistillTask, EvalAccumulator, TargetStats, denormalise_preds, stage1_spec,
                                 stage2_spec)
 from usad2.errors import ConfigError
@@ -389,7 +389,7 @@ def _prob_spec(name, layers, prob_layers):
 
 
 def test_probability_layers_become_log_odds_and_others_stay():
-    from usad2.distill.targets import LogitTargets, probability_to_logit, with_probability_targets
+    from usad2.distill.target_sources import LogitTargets, probability_to_logit, with_probability_targets
 
     p = torch.tensor([[[0.0, 0.5, 1.0], [1e-3, 0.2, 0.9]]])
     dense = torch.tensor([[[-3.0, 0.5, 7.0], [1.0, 2.0, 3.0]]])

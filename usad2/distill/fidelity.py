@@ -37,7 +37,7 @@ import torch
 
 from usad2.distill.align import align
 from usad2.distill.config import TrainConfig
-from usad2.distill.targets import OfflineTargets, OnlineTargets, with_probability_targets
+from usad2.distill.target_sources import OfflineTargets, OnlineTargets, with_probability_targets
 from usad2.distill.task import DistillModel, DistillTask, TargetStats, _spec, denormalise_preds
 from usad2.errors import CheckpointError, ConfigError
 

@@ -1,5 +1,8 @@
 """Where distillation targets come from: teachers run inside the step, or offline ark files.
 
+(Named target_sources, not targets: `usad2.targets` is the package that extracts and stores the
+offline ark files this module reads.)
+
 Both providers answer `get(batch, device) -> {teacher name: (list of (B, T, D) float32 tensors in
 the order of that teacher's layers, frame lengths (B,) long)}` for a `Batch` of the training or
 dev pipeline (fields `utts`, `wavs` (B, N), `lengths`, `crop_starts`, `full_lengths`; samples at

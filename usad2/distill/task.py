@@ -38,7 +38,7 @@ from torch import nn
 
 from usad2.distill.align import align
 from usad2.distill.loss import bernoulli_frame_loss, frame_loss
-from usad2.distill.targets import probability_to_logit
+from usad2.distill.target_sources import probability_to_logit
 from usad2.distill.weighting import utterance_weights, weight_table
 from usad2.errors import ConfigError
 from usad2.models.heads import build_heads, head_key

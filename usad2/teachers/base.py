@@ -40,7 +40,7 @@ class TeacherCard:
     distill_layers: explicit layers to distil (else the K-sparse rule); layer_names: optional
     names of layers 1..L (e.g. contour/note/onset); layer_tensor: "block" or "ffn";
     probability_layers: layers whose values are probabilities in [0, 1] (sigmoid posteriors such as
-    basic-pitch's), which distillation may re-express as log-odds (usad2.distill.targets);
+    basic-pitch's), which distillation may re-express as log-odds (usad2.distill.target_sources);
     options: family-specific settings.
     """
     name: str
