@@ -327,6 +327,18 @@ def test_mix_parts_hold_the_planned_energy_share():
     assert mixed.dtype == np.float32 and np.abs(mixed).max() == pytest.approx(10 ** (-3 / 20), rel=1e-6)
 
 
+def test_true_shares_are_frame_averaged_over_sounding_frames():
+    from usad2.data.demo.mixed import frame_shares
+    # 4 frames of 0.1 s: speech only in frame 0 (energy 3 vs 1), frame 3 silent on both sides
+    speech = np.zeros(6400)
+    speech[:1600] = np.sqrt(3 / 1600)
+    background = np.zeros(6400)
+    background[:4800] = np.sqrt(1 / 1600)
+    assert frame_shares(speech, background) == pytest.approx((0.75 + 0 + 0) / 3)
+    # the clip-level share of the same parts would be 3 / 6 = 0.5
+    assert frame_shares(np.zeros(100), np.zeros(100)) == 0.0
+
+
 @needs_tools
 def test_tiny_mixed_set_has_true_proportions_and_leaves_the_corpus_alone(tiny):
     from usad2.data.demo import mixed
@@ -342,13 +354,15 @@ def test_tiny_mixed_set_has_true_proportions_and_leaves_the_corpus_alone(tiny):
         assert not set(data.utt_ids) & set(corpus_dirs[split].utt_ids)  # not in the corpus sets
         for mix in (m for m in plans if m.split == split):
             p = truth[mix.utt]
-            assert sum(p) == pytest.approx(1.0) and p[0] == mix.p_speech and 0.25 <= p[0] <= 0.85
+            src = corpus_dirs[split].wav_scp
+            speech = soundfile.read(src[mix.speech], dtype="float32")[0]
+            background = soundfile.read(src[mix.background], dtype="float32")[0]
+            assert 0.25 <= mix.p_speech <= 0.85 and sum(p) == pytest.approx(1.0)
+            assert p[0] == round(mixed.frame_shares(*mixed.mix_parts(speech, background, mix.p_speech)), 4)
             assert p[("speech", "audio", "music").index(mix.background_domain)] == pytest.approx(1 - p[0])
             assert data.domain(mix.utt) == ("speech" if p[0] >= 0.5 else mix.background_domain)
             assert data.table("utt2word").get(mix.utt) == corpus_dirs[split].table("utt2word").get(mix.speech)
             # the wav is the planned mixture (16-bit rounding aside)
             wave, _ = soundfile.read(data.wav_scp[mix.utt], dtype="float32")
-            src = corpus_dirs[split].wav_scp
-            expected = mixed.mix_waves(soundfile.read(src[mix.speech], dtype="float32")[0],
-                                       soundfile.read(src[mix.background], dtype="float32")[0], mix.p_speech)
+            expected = mixed.mix_waves(speech, background, mix.p_speech)
             assert np.abs(wave - expected).max() < 1e-4, mix.utt
