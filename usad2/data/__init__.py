@@ -1,7 +1,7 @@
 """usad2.data: Kaldi-style data dirs and the data preparation around them.
 
-Data dirs (wav.scp, segments, utt2spk/spk2utt, utt2dur, utt2num_samples, utt2domain,
-utt2weight, reco2dur, text, utt2<label>):
+Data dirs (wav.scp, segments, utt2spk/spk2utt, utt2dur, utt2num_samples, utt2domain, utt2domain_post,
+utt2domain_mix, utt2weight, reco2dur, text, utt2<label>):
 - `usad2.data.datadir`: `DataDir`, `load_data_dir` (read + validate), `DataDir.write` (atomic),
   `subset`, `with_prefix`, `source(utt)` -> `AudioSource` (path, start, end, is_pipe)
 - `usad2.data.combine`: `combine_datadirs` / `combine_data` (id collisions refused, prefixes)
