@@ -33,15 +33,15 @@ log "$("${python}" -c 'import torch, transformers; print("torch", torch.__versio
 log "teacher extraction on CUDA"
 "${python}" bench/gpu_check.py extract "${work}"
 
-common=(--train_data synthetic --dev_data synthetic --plugins bench.gpu_check --teachers gpu_wavlm
-        --teacher_cards "${work}/cards" --preset small --device cuda --precision bf16
+common=(--train_dir synthetic --dev_dir synthetic --plugins bench.gpu_check --teachers gpu_wavlm
+        --teacher_cards "${work}/cards" --student small --device cuda --precision bf16
         --max_steps 40 --warmup_steps 5 --lr 5e-4 --batch_seconds 64 --crop_seconds 4
         --save_every 20 --dev_every 40 --log_every 10 --num_workers 4 --threads 4)
 for mode in ddp fsdp; do
     fsdp=false; [ "${mode}" = fsdp ] && fsdp=true
     log "bf16 training, ${mode} over nccl (torchrun, 1 GPU)"
     "${python}" -m torch.distributed.run --standalone --nproc-per-node 1 -m usad2.bin.distill \
-        "${common[@]}" --fsdp "${fsdp}" --out "${work}/exp_${mode}" > "${work}/${mode}.log" 2>&1 \
+        "${common[@]}" --fsdp "${fsdp}" --out_dir "${work}/exp_${mode}" > "${work}/${mode}.log" 2>&1 \
         || { tail -40 "${work}/${mode}.log"; exit 1; }
     grep -q "process group: backend nccl" "${work}/exp_${mode}/distill.log" \
         || { echo "gpu_check: ${mode} did not run over nccl" >&2; exit 1; }
@@ -49,5 +49,5 @@ for mode in ddp fsdp; do
 done
 log "resume: rerunning the DDP command after it finished must not train again"
 "${python}" -m torch.distributed.run --standalone --nproc-per-node 1 -m usad2.bin.distill \
-    "${common[@]}" --fsdp false --out "${work}/exp_ddp" > "${work}/rerun.log" 2>&1
+    "${common[@]}" --fsdp false --out_dir "${work}/exp_ddp" > "${work}/rerun.log" 2>&1
 log "all GPU checks passed"

@@ -176,9 +176,9 @@ def train_corpus(tmp_path_factory):
 
 
 def distill_cmd(corpus, out, steps):
-    return [sys.executable, "-m", "usad2.bin.distill", "--train_data", corpus["train"],
+    return [sys.executable, "-m", "usad2.bin.distill", "--train_dir", corpus["train"],
             "--teachers", "tiny_speech,tiny_audio,tiny_music", "--teacher_cards", corpus["cards"],
-            "--plugins", "test_distill_task", "--out", out, "--max_steps", str(steps),
+            "--plugins", "test_distill_task", "--out_dir", out, "--max_steps", str(steps),
             "--warmup_steps", "3", "--lr", "2e-3", "--batch_seconds", "4", "--crop_seconds", "1.0",
             "--save_every", "2", "--dev_every", "1000", "--log_every", "1000"]
 

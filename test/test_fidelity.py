@@ -85,8 +85,8 @@ def trained(tmp_path_factory):
                                    progress=False)
 
     def train(out, steps, *extra):
-        assert distill(["--train_data", data["train"], "--dev_data", data["dev"], "--teachers", TEACHERS,
-                        "--teacher_cards", cards, "--targets_dir", str(root / "targets"), "--out", str(out),
+        assert distill(["--train_dir", data["train"], "--dev_dir", data["dev"], "--teachers", TEACHERS,
+                        "--teacher_cards", cards, "--targets_dir", str(root / "targets"), "--out_dir", str(out),
                         "--max_steps", str(steps), "--warmup_steps", "5", "--lr", "3e-3", "--batch_seconds", "8",
                         "--crop_seconds", "1.0", "--save_every", "1000", "--dev_every", "1000", "--dropout", "0",
                         "--log_every", "1000", *extra]) == 0

@@ -273,8 +273,8 @@ def test_probe_model_card_refuses_payload(payload_setup):
 def test_distill_teachers_refuses_payload(payload_setup):
     pytest.importorskip("s3prl")
     root, marker, ckpt, cards, data = payload_setup
-    proc = run_cli("usad2.bin.distill", ["--train_data", data, "--teachers", "evil", "--preset", "tiny",
-                                         "--out", root / "exp", "--max_steps", 1, "--teacher_mode", "online",
+    proc = run_cli("usad2.bin.distill", ["--train_dir", data, "--teachers", "evil", "--student", "tiny",
+                                         "--out_dir", root / "exp", "--max_steps", 1, "--teacher_mode", "online",
                                          "--teacher_cards", cards])
     check_refused(proc, marker)
 

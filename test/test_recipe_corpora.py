@@ -142,7 +142,7 @@ def test_paper_configs_are_distill_options(repo_dir, tmp_path, size, lr):
     from usad2.bin.distill import parse_args
 
     conf = repo_dir / "egs" / "multidomain" / "conf" / "paper"
-    common = ["--train_data", str(tmp_path), "--out", str(tmp_path / "exp"), "--teacher_mode", "online"]
+    common = ["--train_dir", str(tmp_path), "--out_dir", str(tmp_path / "exp"), "--teacher_mode", "online"]
     stage1 = parse_args(["--config", str(conf / f"distill_{size}.yaml")] + common)
     assert (stage1.lr, stage1.batch_seconds, stage1.schedule) == (lr, 800, "linear")
     stage2 = parse_args(["--config", str(conf / f"plus_{size}.yaml")] + common)

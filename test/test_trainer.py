@@ -42,12 +42,12 @@ def corpus(tmp_path_factory):
 
 
 def argv(corpus, out, steps, *extra, dev=True):
-    args = ["--train_data", corpus["train"], "--teachers", TEACHERS, "--teacher_cards", corpus["cards"],
-            "--plugins", "test_distill_task", "--out", str(out), "--max_steps", str(steps),
+    args = ["--train_dir", corpus["train"], "--teachers", TEACHERS, "--teacher_cards", corpus["cards"],
+            "--plugins", "test_distill_task", "--out_dir", str(out), "--max_steps", str(steps),
             "--warmup_steps", "5", "--lr", "2e-3", "--batch_seconds", "4", "--crop_seconds", "1.0",
             "--save_every", "4", "--dev_every", "1000", "--dropout", "0", "--log_every", "1000",
             "--precision", "fp32"]  # exact-number tests; bf16 is tested by name below
-    return args + (["--dev_data", corpus["dev"]] if dev else []) + list(extra)
+    return args + (["--dev_dir", corpus["dev"]] if dev else []) + list(extra)
 
 
 def losses(out):
@@ -137,7 +137,7 @@ def test_tiny_run_beats_the_mean_predictor_and_writes_its_outputs(corpus, tmp_pa
 
 def _run_killed(args, kill_after):
     """Start the command, SIGKILL it once metrics.jsonl has `kill_after` steps; returns the steps seen."""
-    out = args[args.index("--out") + 1]
+    out = args[args.index("--out_dir") + 1]
     proc = subprocess.Popen([sys.executable, "-m", "usad2.bin.distill"] + args, env=sub_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     path = os.path.join(out, "metrics.jsonl")
@@ -280,8 +280,7 @@ def test_checkpoint_with_an_old_dict_config_resumes(corpus, tmp_path):
     assert saved["train_dir"] == corpus["train"] and "train_data" not in saved
 
 
-def test_config_file_aliases_and_init_dir(tmp_path, stage1):
-
+def test_config_file_and_init_dir(tmp_path, stage1):
     cfg = tmp_path / "distill.yaml"
     cfg.write_text("max_steps: 7\nteachers: [a, b]\nstudent: small\nlr: 0.001\n")
     args = parse_args(["--config", str(cfg), "--train_dir", "tr", "--out_dir", "o", "--lr", "0.5",
@@ -289,15 +288,28 @@ def test_config_file_aliases_and_init_dir(tmp_path, stage1):
     assert (args.max_steps, args.teachers, args.student, args.lr) == (7, ["a", "b"], "small", 0.5)
     assert (args.train_dir, args.out_dir) == ("tr", "o")
     assert args.init == stage1  # an experiment dir means its last.pt (no best.pt without dev)
-    assert parse_args(["--train_data", "t", "--out", "o", "--targets_dir", "x",
+    assert parse_args(["--train_dir", "t", "--out_dir", "o", "--targets_dir", "x",
                        "--teacher_mode", "online"]).targets_dir is None
     with pytest.raises(ConfigError, match="needs --targets_dir"):
-        parse_args(["--train_data", "t", "--out", "o", "--teacher_mode", "offline"])
+        parse_args(["--train_dir", "t", "--out_dir", "o", "--teacher_mode", "offline"])
     cfg.write_text("max_stepz: 3\n")
     with pytest.raises(ConfigError, match="unknown option 'max_stepz'"):
-        parse_args(["--config", str(cfg), "--train_data", "t", "--out", "o"])
+        parse_args(["--config", str(cfg), "--train_dir", "t", "--out_dir", "o"])
     with pytest.raises(ConfigError, match="--out_dir is required"):
-        parse_args(["--train_data", "t"])
+        parse_args(["--train_dir", "t"])
+
+
+@pytest.mark.parametrize("old, new", sorted(RENAMED.items()))
+def test_old_option_spellings_fail_naming_the_new_one(tmp_path, capsys, old, new):
+    """One name per option (issue 13 item 2): --train_data, --dev_data, --preset, --out stop at once."""
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--train_dir", "t", "--out_dir", "o", f"--{old}", "x"])
+    assert e.value.code == 2 and f"--{old} was renamed --{new}" in capsys.readouterr().err
+    conf = tmp_path / "old.yaml"
+    conf.write_text(f"{old}: x\n")
+    with pytest.raises(ConfigError, match=f"old.yaml: option '{old}' was renamed '{new}'"):
+        parse_args(["--config", str(conf), "--train_dir", "t", "--out_dir", "o"])
+    assert f"--{old} " not in parse_args.__globals__["build_parser"]().format_help()
 
 
 def test_bf16_autocast_and_grad_accum_on_cpu(corpus, tmp_path):
@@ -345,9 +357,9 @@ def test_linear_heads_train_and_are_saved_as_linear(corpus, tmp_path):
 
 def test_demo_harmony_config_is_the_default_plus_linear_heads_and_mse(repo_dir):
     conf = os.path.join(repo_dir, "egs", "multidomain", "conf")
-    default = parse_args(["--config", os.path.join(conf, "distill_default.yaml"), "--train_data", "t",
-                          "--out", "o"]).to_dict()
-    harmony = parse_args(["--config", os.path.join(conf, "distill_default_harmony.yaml"), "--train_data",
-                          "t", "--out", "o"]).to_dict()
+    default = parse_args(["--config", os.path.join(conf, "distill_default.yaml"), "--train_dir", "t",
+                          "--out_dir", "o"]).to_dict()
+    harmony = parse_args(["--config", os.path.join(conf, "distill_default_harmony.yaml"), "--train_dir",
+                          "t", "--out_dir", "o"]).to_dict()
     changed = {k: (default[k], harmony[k]) for k in default if default[k] != harmony[k] and k != "config"}
     assert changed == {"head_hidden": (None, 0), "probability_targets": ("raw", "mse")}

@@ -2,17 +2,19 @@
 
 Launch with torchrun or srun for several processes (this command never spawns any):
 
-    python -m usad2.bin.distill --train_data dump/raw/train_mix --dev_data dump/raw/dev_mix \\
-        --teachers speech_embedding,yamnet,basic_pitch --preset tiny --out exp/tiny
+    python -m usad2.bin.distill --train_dir dump/raw/train_mix --dev_dir dump/raw/dev \\
+        --teachers speech_embedding,yamnet,basic_pitch --student tiny --out_dir exp/tiny
     torchrun --nproc-per-node 8 -m usad2.bin.distill ... --precision bf16
     # stage 2: new heads for the last layer of the stage-2 teachers, from the stage-1 model
     python -m usad2.bin.distill ... --init exp/tiny/checkpoints/best.pt \\
-        --stage2_teachers whisper_large_v3,af_whisper --out exp/tiny_plus
+        --stage2_teachers whisper_large_v3,af_whisper --out_dir exp/tiny_plus
     # depth up-scaling, then brief stage-1 continuation
     python -m usad2.bin.distill ... --init exp/xl/checkpoints/last.pt --upscale_ranges 1-24,9-32
 
-Rerunning the same command resumes from the newest checkpoint in <out>/checkpoints. The command
-writes <out>/run.sh, which replays it exactly (through torchrun when WORLD_SIZE > 1).
+Rerunning the same command resumes from the newest checkpoint in <out_dir>/checkpoints. The command
+writes <out_dir>/run.sh, which replays it exactly (through torchrun when WORLD_SIZE > 1). Every
+option is a field of usad2.distill.config.TrainConfig; the old spellings --train_data, --dev_data,
+--preset and --out (and those keys in --config files) are errors that name the new one.
 """
 import dataclasses
 import os
@@ -24,7 +26,7 @@ import yaml
 from usad2.distill.config import RENAMED, TrainConfig
 from usad2.errors import ConfigError
 from usad2.utils.atomic import atomic_write_text
-from usad2.utils.cli import make_parser, run_main
+from usad2.utils.cli import add_renamed_option, make_parser, run_main
 from usad2.utils.log import log_invocation, setup_logging
 
 
@@ -36,9 +38,8 @@ def build_parser():
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         p.add_argument(f"--{f.name}", type=f.metadata["parse"], default=default, choices=f.metadata["choices"],
                        help=f.metadata["help"])
-    parse = {f.name: f.metadata["parse"] for f in dataclasses.fields(TrainConfig)}
-    for old, new in RENAMED.items():  # aliases until the next commit turns them into errors
-        p.add_argument(f"--{old}", dest=new, type=parse[new], help=f"same as --{new}")
+    for old, new in RENAMED.items():  # one name per option: the old spelling stops with the new one
+        add_renamed_option(p, f"--{old}", f"--{new}")
     return p
 
 
@@ -83,7 +84,8 @@ def config_defaults(path):
     out = {}
     for key, value in data.items():
         dest = str(key).lstrip("-").replace("-", "_")
-        dest = RENAMED.get(dest, dest)
+        if dest in RENAMED:
+            raise ConfigError(f"--config {path}: option {key!r} was renamed {RENAMED[dest]!r} (same value)")
         if dest not in parse:
             raise ConfigError(f"--config {path}: unknown option {key!r}")
         if isinstance(value, list):
