@@ -107,6 +107,9 @@ def test_whole_path_on_the_tiny_corpus(tiny_root, tiny_llm, tmp_path, capfd):
     assert d["num_examples"]["test"] == len(test_words)
     preds = [json.loads(x) for x in (out / "fbank" / "predictions.jsonl").read_text().splitlines()]
     assert {p["task"] for p in preds} == classification | {"caption"}
+    first = next(p for p in preds if p["task"] == "caption" and p["utt"] == "espeak_anika-test00000")
+    words = {line.split()[0]: line.split(maxsplit=1)[1] for line in test_words}
+    assert first["answer"].startswith("speech; ") and f"word {words['espeak_anika-test00000']}" in first["answer"]
     captioned = [p["utt"] for p in preds if p["task"] == "caption"]
     assert sorted(captioned) == sorted({p["utt"] for p in preds if p["task"] != "caption"})
     assert len(captioned) >= len((tiny_root / "test" / "wav.scp").read_text().splitlines()) - 2

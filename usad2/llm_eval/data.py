@@ -69,7 +69,7 @@ class TaskSet:
 def _answers(table, where):
     out = {}
     for utt, tokens in table.items():
-        text = " ".join(tokens).strip()
+        text = (tokens if isinstance(tokens, str) else " ".join(tokens)).strip()
         if not text:
             raise DataDirError(f"{where}: utterance {utt} has an empty label")
         out[utt] = text
@@ -120,8 +120,8 @@ def _captions(data, answers, where):
         facts = [f"{name.replace('_', ' ')} {answers[name][utt]}" for name in sorted(answers) if utt in answers[name]]
         if not facts:
             continue
-        if utt in domain:
-            facts.insert(0, " ".join(domain[utt]))
+        if utt in domain:  # utt2domain is read as one string per utterance, label files as token tuples
+            facts.insert(0, domain[utt] if isinstance(domain[utt], str) else " ".join(domain[utt]))
         out.append(Example(utt, CAPTION, CAPTION_QUESTION, "; ".join(facts)))
     if not out:
         raise DataDirError(f"{where}: no utterance has a label of the evaluated tasks (no captions)")

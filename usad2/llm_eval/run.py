@@ -204,5 +204,5 @@ def run_llm_eval(models, taskset, llm_dir, llm_identity, out_dir, cache_root=Non
         results[probed.name] = aggregate(details[probed.name])
         logger.info("llm_eval: %s: mean %.4f, outside label set %.4f", probed.name, results[probed.name]["_mean"],
                     results[probed.name]["_outside_label_set"])
-    write_outputs(results, details, out_dir)
+        write_outputs(results, details, out_dir)  # after each model: a long run shows what it has so far
     return results, details
