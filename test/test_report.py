@@ -201,3 +201,32 @@ def test_report_domain_confusion_and_effective_weight_histograms(probe_dir, tmp_
     # no posteriors, no checkpoint: no domain section at all
     report_bin.make_report(str(probe_dir), str(tmp_path / "plain"), domain_dirs=[str(tmp_path / "none")])
     assert "## Inferred domains" not in (tmp_path / "plain" / "RESULTS.md").read_text()
+
+
+def test_report_llm_eval_section_ranks_both_protocols(probe_dir, tmp_path):
+    """--llm_eval DIR: probe mean next to LLM-eval mean, ranks by each, outside rate, caption chrF."""
+    llm = tmp_path / "llm_eval"
+    llm.mkdir()
+    entry = {"student": (0.3, 0.02, 0.61), "yamnet": (0.4, 0.0, 0.55), "fbank": (0.1, 0.04, 0.5)}
+    results, details = {}, {}
+    for model, (mean, outside, caption) in entry.items():
+        results[model] = {"word": mean, "caption": caption, "_domain_mean": {"speech": mean, "open-ended": caption},
+                          "_mean": mean, "_outside_label_set": outside}
+        details[model] = {"word": {"domain": "speech", "metric": "exact_match", "chance": 0.1, "score": mean,
+                                   "steps": 300, "tokens_per_second": 5.0},
+                          "caption": {"domain": "open-ended", "metric": "chrf", "chance": None, "score": caption,
+                                      "steps": 300, "tokens_per_second": 5.0}}
+    (llm / "results.json").write_text(json.dumps(results))
+    (llm / "details.json").write_text(json.dumps(details))
+    out = tmp_path / "report"
+    assert report_bin.main(["--probe_dir", str(probe_dir), "--out_dir", str(out), "--llm_eval", str(llm)]) == 0
+    text = (out / "RESULTS.md").read_text()
+    assert "## LLM-based evaluation" in text and "Training steps per model: 300" in text
+    # probe means 0.625 / 0.375 / 0.5 rank student, fbank, yamnet; the LLM ranks yamnet, student, fbank
+    assert "| student | 62.5 | 30.0 | 1 / 2 | 2.0 | 61.0 |" in text
+    assert "| yamnet | 37.5 | 40.0 | 3 / 1 | 0.0 | 55.0 |" in text
+    assert "| fbank | 50.0 | 10.0 | 2 / 3 | 4.0 | 50.0 |" in text
+    assert "| word | speech | exact_match | 10.0 | 30.0 | **40.0** | 10.0 |" in text
+    # no folder, or one without results.json: no section
+    assert report_bin.main(["--probe_dir", str(probe_dir), "--out_dir", str(out), "--llm_eval", str(tmp_path)]) == 0
+    assert "LLM-based evaluation" not in (out / "RESULTS.md").read_text()

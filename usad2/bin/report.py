@@ -1,14 +1,17 @@
 """Stage 9: the report: RESULTS.md (tables), results.json and PNG plots from a probe run.
 
     python -m usad2.bin.report --probe_dir exp/x/probe --train_log exp/x --out_dir exp/x/report \
-        [--fidelity exp/x/fidelity ...] [--domains dump/raw/test ...] [--checkpoint exp/x/checkpoints/last.pt]
+        [--fidelity exp/x/fidelity ...] [--domains dump/raw/test ...] [--checkpoint exp/x/checkpoints/last.pt] \
+        [--llm_eval exp/x/llm_eval]
 
 Reads <probe_dir>/results.json and details.json (usad2.bin.probe), when --train_log names a
 training folder or log file, the trainer's per-step metrics.jsonl (or train_log.jsonl), and for
 each --fidelity DIR its fidelity.json (usad2.bin.fidelity), shown as a table per checkpoint; for
 each --domains DIR that has utt2domain_post (usad2.bin.infer_domains), the confusion of its labels
 with the inferred domains, and for --checkpoint the effective weight of each teacher per training
-utterance (a histogram per teacher); see usad2.report.domains. Writes
+utterance (a histogram per teacher); see usad2.report.domains. With --llm_eval DIR holding
+usad2.bin.llm_eval's results.json, an LLM-evaluation section (probe mean vs LLM-eval mean and
+ranks per model, then its per-task table; usad2.report.llm_eval). Writes
 <out_dir>/RESULTS.md, <out_dir>/results.json (docs/formats.md#6-probe-and-report-results),
 <out_dir>/details.json and <out_dir>/plots/{task_scores,train_loss,layer_weights_<model>}.png.
 """
@@ -38,6 +41,8 @@ def get_parser():
                              "skipped when the file is absent")
     parser.add_argument("--checkpoint", default="",
                         help="training checkpoint: effective teacher weights over its training data")
+    parser.add_argument("--llm_eval", default="",
+                        help="output folder of usad2.bin.llm_eval: its section is added when it holds results.json")
     parser.add_argument("--title", default="", help="report title (default: the probe folder)")
     parser.add_argument("--log_level", default="INFO")
     return parser
@@ -114,12 +119,16 @@ def _domain_section(domain_dirs, checkpoint, plot_dir):
     return lines
 
 
-def make_report(probe_dir, out_dir, train_log="", title="", fidelity_dirs=(), domain_dirs=(), checkpoint=""):
+def make_report(probe_dir, out_dir, train_log="", title="", fidelity_dirs=(), domain_dirs=(), checkpoint="",
+                llm_eval_dir=""):
     """Write RESULTS.md, results.json, details.json and plots; returns the RESULTS.md path.
 
     `fidelity_dirs`: folders of usad2.bin.fidelity whose tables are added to RESULTS.md;
-    `domain_dirs` / `checkpoint`: the domain section (see the module docstring).
+    `domain_dirs` / `checkpoint`: the domain section (see the module docstring);
+    `llm_eval_dir`: usad2.bin.llm_eval's output folder (its section, when it holds results.json).
     """
+    from usad2.report.llm_eval import llm_eval_lines
+
     results = _read_json(os.path.join(probe_dir, "results.json"))
     details = _read_json(os.path.join(probe_dir, "details.json"))
     models = tables.order_models(results)
@@ -136,6 +145,7 @@ def make_report(probe_dir, out_dir, train_log="", title="", fidelity_dirs=(), do
             "frozen features, learned softmax layer weights or one chosen layer, linear or MLP head, "
             "hyper-parameters chosen on dev. Best score per row in bold. `_mean` = mean of the domain means.", "",
             tables.results_table(results, details, models), "![task scores](plots/task_scores.png)", "",
+            *llm_eval_lines(llm_eval_dir, results),
             "## Layer with the largest learned weight", "", tables.best_layers_table(details, models)]
     text += [f"![layer weights {os.path.basename(p)}](plots/{os.path.basename(p)})" for p in weight_plots] + [""]
     if loss_lines:
@@ -155,7 +165,7 @@ def main(argv=None):
     setup_logging(args.log_level)
     log_invocation(logger)
     make_report(args.probe_dir, args.out_dir, args.train_log, args.title, args.fidelity, args.domains,
-                args.checkpoint)
+                args.checkpoint, args.llm_eval)
     return 0
 
 
