@@ -31,6 +31,7 @@ BENCHMARKS = {
     "frame_rate": "bench.frame_rate",
     "targets": "bench.targets",
     "memory": "bench.memory",
+    "llm_eval": "bench.llm_eval",
 }
 
 
