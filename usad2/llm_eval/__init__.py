@@ -1,4 +1,4 @@
-"""usad2.llm_eval: LLM-based evaluation of frozen encoders (docs/method.md#63-llm-based-evaluation).
+"""usad2.llm_eval: LLM-based evaluation of frozen encoders (docs/method.md#6-evaluation).
 
 The XARES-LLM protocol on the probe's models and tasks: a frozen encoder's frames (pooled in time)
 go through a linear projector into a small causal LM (SmolLM2-135M by default) trained with LoRA,
