@@ -55,6 +55,16 @@ def test_usad2_help_lists_stages_and_recipe_defaults(repo_copy):
     assert '"speech_embedding,yamnet,basic_pitch"' in lines["--teachers"]
     assert f'"{repo_copy}/tools/venv/bin/python"' in lines["--python"]
     assert "5 distill" in r.stdout
+    assert "10 llm_eval" in r.stdout and '"false"' in lines["--run_llm_eval"] and '"smollm2-135m"' in lines["--llm"]
+
+
+def test_stage_10_llm_eval_is_off_by_default(repo_copy):
+    r = run(["./run.sh", "--stage", "10", "--stop_stage", "10"], repo_copy / "egs/multidomain")
+    assert r.returncode == 0, r.stderr
+    assert "Stage 10: llm_eval: skipped (off by default; --run_llm_eval true runs it)" in r.stderr
+    bad = run(["./run.sh", "--stage", "10", "--stop_stage", "10", "--run_llm_eval", "maybe"],
+              repo_copy / "egs/multidomain")
+    assert bad.returncode != 0 and "run_llm_eval" in bad.stderr
 
 
 @pytest.mark.recipe

