@@ -91,5 +91,5 @@ def weight_histograms(weights, path):
         ax.set_xlabel("weight")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("utterances")
-    fig.suptitle("effective teacher weight per training utterance", fontsize=10)
+    fig.suptitle("effective teacher weight per training utterance", fontsize=10, y=1.06)
     return _save(fig, path)
