@@ -66,8 +66,9 @@ class HearModel(nn.Module):
         fb = self.model.fbank_config
         if num_samples is not None and num_samples < fb.window_samples:
             return torch.full((num_frames,), 1000.0 * num_samples / 2 / fb.sample_rate, dtype=torch.float64)
+        timing = self.model.timing  # the model's own frame timing, as distillation aligns it
         t = torch.arange(num_frames, dtype=torch.float64)
-        return fb.frame_length_ms / 2 + fb.frame_shift_ms * self.model.config.time_stride * t
+        return 1000.0 * timing.offset + float(1000 / timing.rate) * t
 
     def select(self, output):
         """The chosen feature from an EncoderOutput: (B, T, D)."""
