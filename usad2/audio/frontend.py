@@ -29,6 +29,7 @@ import torch
 import torchaudio
 
 from usad2.errors import AudioError, ConfigError
+from usad2.utils.dataclass_dict import from_known_keys
 
 SAMPLE_RATE = 16000
 FBANK_MEAN = -4.268
@@ -60,11 +61,7 @@ class FbankConfig:
     @classmethod
     def from_dict(cls, d):
         """Rebuild from `to_dict` output; unknown keys (a newer or foreign config) are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"fbank config: unknown keys {unknown} (known: {sorted(known)})")
-        return cls(**d)
+        return from_known_keys(cls, d, "fbank config", ConfigError)
 
     @property
     def window_samples(self):
