@@ -29,7 +29,7 @@ import torch
 import torchaudio
 
 from usad2.errors import AudioError, ConfigError
-from usad2.utils.dataclass_dict import from_known_keys
+from usad2.utils.dataclass_dict import check_known_keys
 
 SAMPLE_RATE = 16000
 FBANK_MEAN = -4.268
@@ -61,7 +61,8 @@ class FbankConfig:
     @classmethod
     def from_dict(cls, d):
         """Rebuild from `to_dict` output; unknown keys (a newer or foreign config) are an error."""
-        return from_known_keys(cls, d, "fbank config", ConfigError)
+        check_known_keys(cls, d, "fbank config", ConfigError)
+        return cls(**d)
 
     @property
     def window_samples(self):

@@ -12,6 +12,7 @@ import fractions
 import os
 
 from usad2.errors import TeacherError
+from usad2.utils.dataclass_dict import check_known_keys
 
 DOMAINS = ("speech", "audio", "music", "any")
 FAMILIES = {}
@@ -86,10 +87,7 @@ class TeacherCard:
 
     @classmethod
     def from_dict(cls, d, origin="<dict>"):
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - fields)
-        if unknown:
-            raise TeacherError(f"teacher card {origin}: unknown keys {unknown}")
+        check_known_keys(cls, d, f"teacher card {origin}", TeacherError)
         missing = sorted(f.name for f in dataclasses.fields(cls)
                          if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
                          and f.name not in d)
