@@ -1,7 +1,7 @@
 """Layer mapping against hand computations (issue 5 acceptance)."""
 import pytest
 
-from usad2.teachers.mapping import layer_pairs
+from usad2.teachers.mapping import layer_pairs, parse_student_layers
 from usad2.errors import ConfigError
 
 
@@ -32,3 +32,25 @@ def test_shallow_teacher_without_list_is_an_error():
         layer_pairs(12, 3, k=4, name="basic_pitch")
     with pytest.raises(ConfigError, match="outside 1..3"):
         layer_pairs(12, 3, explicit=[1, 4])
+
+
+def test_student_layers_replace_the_student_side_only():
+    # basic-pitch (3 explicit layers) on a 4-layer student: 1, 2, 4 by default, 1, 2, 3 when asked
+    assert layer_pairs(4, 3, explicit=[1, 2, 3]) == [(1, 1), (2, 2), (4, 3)]
+    assert layer_pairs(4, 3, explicit=[1, 2, 3], student=[1, 2, 3]) == [(1, 1), (2, 2), (3, 3)]
+    assert layer_pairs(12, 24, k=2, student=[4, 4]) == [(4, 12), (4, 24)]
+    with pytest.raises(ConfigError, match="gives basic_pitch 2 student layers"):
+        layer_pairs(4, 3, explicit=[1, 2, 3], name="basic_pitch", student=[1, 2])
+    with pytest.raises(ConfigError, match="student layer 5 is outside 1..4"):
+        layer_pairs(4, 3, explicit=[1, 2, 3], name="basic_pitch", student=[1, 2, 5])
+
+
+def test_parse_student_layers():
+    assert parse_student_layers(None) == {} and parse_student_layers("") == {}
+    assert parse_student_layers("basic_pitch=1,2,3; yamnet=2,3,4") == {"basic_pitch": [1, 2, 3],
+                                                                        "yamnet": [2, 3, 4]}
+    assert parse_student_layers({"basic_pitch": [1, 2, 3]}) == {"basic_pitch": [1, 2, 3]}  # a YAML map
+    with pytest.raises(ConfigError, match="'basic_pitch' is not NAME=LAYER"):
+        parse_student_layers("basic_pitch")
+    with pytest.raises(ConfigError, match="layers of 'yamnet' are not integers"):
+        parse_student_layers("yamnet=1,x")

@@ -220,9 +220,9 @@ def test_init_upscale_and_model_info_accept_the_directory(exp, tmp_path, capsys)
     hf = str(exp / "export" / "hf")
     ref = load_export(exp / "export" / "model.pt")
     assert resolve_init(hf) == hf  # not mistaken for an experiment dir
-    config, fbank, state, heads = read_init(hf)
-    assert config == ref.config.to_dict() and heads is None
-    assert torch.equal(state["encoder.layers.0.attn.q_proj.weight"], ref.encoder.layers[0].attn.q_proj.weight)
+    init = read_init(hf)
+    assert init.model_config == ref.config.to_dict() and init.heads is None
+    assert torch.equal(init.state_dict["encoder.layers.0.attn.q_proj.weight"], ref.encoder.layers[0].attn.q_proj.weight)
     out = tmp_path / "up.pt"
     assert upscale_main(["--src", hf, "--ranges", "1-4,3-4", "--out", str(out)]) == 0
     assert load_export(out).config.num_layers == 6

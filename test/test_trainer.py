@@ -363,3 +363,45 @@ def test_demo_harmony_config_is_the_default_plus_linear_heads_and_mse(repo_dir):
                           "t", "--out_dir", "o"]).to_dict()
     changed = {k: (default[k], harmony[k]) for k in default if default[k] != harmony[k] and k != "config"}
     assert changed == {"head_hidden": (None, 0), "probability_targets": ("raw", "mse")}
+
+
+def test_student_layers_move_a_teachers_heads_and_a_continuation_is_warned(corpus, stage1, tmp_path):
+    out = str(tmp_path / "moved")
+    main(argv(corpus, out, 1, "--student_layers", "tiny_speech=2,3,3", dev=False))
+    ckpt = torch.load(os.path.join(out, "checkpoints", "last.pt"), weights_only=True)
+    assert {k: v for k, v in ckpt["head_inputs"].items() if k.startswith("tiny_speech")} == {
+        "tiny_speech:L1": 2, "tiny_speech:L2": 3, "tiny_speech:L3": 3}
+    default = torch.load(stage1, weights_only=True)["head_inputs"]  # the same run without the option
+    assert default["tiny_speech:L1"] == 1
+    assert {k: v for k, v in ckpt["head_inputs"].items() if not k.startswith("tiny_speech")} == {
+        k: v for k, v in default.items() if not k.startswith("tiny_speech")}
+    # a stage 2 that keeps tiny_speech without repeating the option: its heads read other layers now
+    plus = str(tmp_path / "plus")
+    main(argv(corpus, plus, 1, "--init", os.path.join(out, "checkpoints", "last.pt"), "--stage2_teachers",
+              "tiny_music", "--drop_stage1", "false", "--teachers", "tiny_speech", dev=False))
+    with open(os.path.join(plus, "distill.log")) as f:
+        warned = [line for line in f if "WARNING" in line]
+    assert len(warned) == 1 and "tiny_speech:L1 (layer 2 -> 1)" in warned[0] and "(layer 3 -> 4)" in warned[0]
+    with pytest.raises(ConfigError, match="names tiny_other, not among the stage-1 teachers"):
+        main(argv(corpus, str(tmp_path / "bad"), 1, "--student_layers", "tiny_other=1,2,3", dev=False))
+    with pytest.raises(ConfigError, match="not NAME=LAYER"):
+        parse_args(["--train_dir", "t", "--out_dir", "o", "--student_layers", "tiny_speech:1,2,3"])
+
+
+def test_kept_probability_heads_in_other_units_are_named():
+    init = {"config": {"probability_targets": "mse"}, "head_inputs": {"bp:L1": 1, "sp:L1": 1}}
+    cfg = TrainConfig(train_dir="t", out_dir="o")  # probability_targets raw
+    problems = build.kept_head_changes(init, ["bp:L1", "sp:L1"], {"bp:L1": 1, "sp:L1": 1}, {"bp:L1"}, cfg)
+    assert problems == ["it fitted probability targets with --probability_targets mse, this run with raw: "
+                        "the kept heads bp:L1 change units"]
+    same = TrainConfig(train_dir="t", out_dir="o", probability_targets="mse")
+    assert build.kept_head_changes(init, ["bp:L1", "sp:L1"], {"bp:L1": 1, "sp:L1": 1}, {"bp:L1"}, same) == []
+
+
+def test_demo_plus_harmony_config_is_the_plus_default_plus_the_stage1_loss(repo_dir):
+    conf = os.path.join(repo_dir, "egs", "multidomain", "conf")
+    read = {n: parse_args(["--config", os.path.join(conf, n + ".yaml"), "--train_dir", "t", "--out_dir",
+                           "o"]).to_dict() for n in ("plus_default", "plus_default_harmony", "distill_default_harmony")}
+    changed = {k: v for k, v in read["plus_default_harmony"].items() if v != read["plus_default"][k] and k != "config"}
+    assert changed == {"head_hidden": 0, "probability_targets": "mse"}
+    assert all(read["distill_default_harmony"][k] == v for k, v in changed.items())

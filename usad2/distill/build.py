@@ -7,37 +7,39 @@ import logging
 from usad2.distill.task import stage1_spec, stage2_spec
 from usad2.errors import ConfigError
 from usad2.models.checkpoint import read_model_file
+from usad2.models.heads import head_key
 from usad2.models.presets import get_preset
 from usad2.models.upscale import upscale
 from usad2.models.wave_encoder import Usad2Model
+from usad2.teachers.mapping import parse_student_layers
 from usad2.teachers.registry import load_card
 
 logger = logging.getLogger("usad2")
 
 
 def read_init(path):
-    """(model config dict, fbank config dict or None, encoder state dict, heads state or None)."""
-    found = read_model_file(path).require("export", "checkpoint", why="--init needs a model config")
-    return found.model_config, found.fbank_config, found.state_dict, found.heads
+    """The ModelFile of --init: an export, HF directory or checkpoint (anything with a model config)."""
+    return read_model_file(path).require("export", "checkpoint", why="--init needs a model config")
 
 
 def build_student(cfg):
-    """(Usad2Model, init heads state or None) from --preset or --init (+ --upscale_ranges)."""
+    """(Usad2Model, the --init ModelFile or None) from --student or --init (+ --upscale_ranges)."""
     overrides = {} if cfg.dropout is None else {"dropout": cfg.dropout,
                                                        "attention_dropout": cfg.dropout}
     if not cfg.init:
         if cfg.upscale_ranges:
             raise ConfigError("--upscale_ranges needs --init (a trained model to up-scale)")
         return Usad2Model(get_preset(cfg.student, **overrides)), None
-    config, fbank, state, heads = read_init(cfg.init)
+    init = read_init(cfg.init)
+    config, state = init.model_config, init.state_dict
     if cfg.upscale_ranges:
         config, state, sources = upscale(config, state, cfg.upscale_ranges)
         logger.info("up-scaled %s to %d layers (source layers %s)", cfg.init, len(sources), sources)
     config = dict(config, **overrides)
-    student = Usad2Model(config, fbank)
+    student = Usad2Model(config, init.fbank_config)
     student.load_state_dict(state, strict=True)
     logger.info("initialised the student from %s", cfg.init)
-    return student, heads
+    return student, init
 
 
 def teacher_specs(cfg, num_student_layers):
@@ -52,7 +54,12 @@ def teacher_specs(cfg, num_student_layers):
     for names in (stage1, stage2):
         if len(set(names)) != len(names):
             raise ConfigError(f"a teacher is listed twice: {names}")
-    specs = [stage1_spec(load_card(n, dirs), num_student_layers, cfg.k) for n in stage1]
+    chosen = parse_student_layers(cfg.student_layers)
+    unknown = sorted(set(chosen) - set(stage1))
+    if unknown:
+        raise ConfigError(f"--student_layers names {', '.join(unknown)}, not among the stage-1 teachers "
+                          f"({', '.join(stage1) or 'none'})")
+    specs = [stage1_spec(load_card(n, dirs), num_student_layers, cfg.k, chosen.get(n)) for n in stage1]
     for name in stage2:
         spec = stage2_spec(load_card(name, dirs), num_student_layers, cfg.stage2_student_layer)
         same = [s for s in specs if s.name == name]
@@ -73,17 +80,39 @@ def heads_hidden(heads_state):
     return int(next(v.shape[0] for k, v in heads_state.items() if k.endswith(".0.weight")))
 
 
-def load_init_heads(model, heads_state, cfg):
-    """Copy heads of the init checkpoint whose key and shape match (unless dropped)."""
-    if not heads_state or (cfg.stage2_teachers and cfg.drop_stage1):
+def load_init_heads(model, init, cfg, specs=()):
+    """Copy heads of the init checkpoint (a ModelFile) whose key and shape match (unless dropped);
+    `specs` (the run's TeacherSpecs) name the heads that fit probabilities."""
+    if init is None or not init.heads or (cfg.stage2_teachers and cfg.drop_stage1):
         return []
     own = model.heads.state_dict()
-    taken = {k: v for k, v in heads_state.items() if k in own and own[k].shape == v.shape}
+    taken = {k: v for k, v in init.heads.items() if k in own and own[k].shape == v.shape}
     own.update(taken)
     model.heads.load_state_dict(own)
     keys = sorted({k.split(".")[0] for k in taken})
     logger.info("heads taken from the init checkpoint: %s", ", ".join(keys) or "none")
+    probability_keys = {head_key(s.name, t) for s in specs for t in s.teacher_layers if t in s.probability_layers}
+    for problem in kept_head_changes(init.raw, keys, model.head_inputs, probability_keys, cfg):
+        logger.warning("%s: %s", cfg.init, problem)
     return keys
+
+
+def kept_head_changes(init_ckpt, keys, head_inputs, probability_keys, cfg):
+    """What makes heads taken from --init predict something else now: another student layer, or
+    another form of the probability targets (e.g. a stage 2 run without its stage 1's
+    --probability_targets). A continuation should repeat the options of the run it continues."""
+    problems = []
+    recorded = dict(init_ckpt.get("head_inputs") or {})
+    moved = [f"{k} (layer {recorded[k]} -> {head_inputs[k]})" for k in keys
+             if k in recorded and k in head_inputs and recorded[k] != head_inputs[k]]
+    if moved:
+        problems.append("heads now read other student layers: " + ", ".join(moved) + " (see --student_layers)")
+    saved = (init_ckpt.get("config") or {}).get("probability_targets", "raw")
+    probability_heads = [k for k in keys if k in probability_keys]
+    if saved != cfg.probability_targets and probability_heads:
+        problems.append(f"it fitted probability targets with --probability_targets {saved}, this run with "
+                        f"{cfg.probability_targets}: the kept heads {', '.join(probability_heads)} change units")
+    return problems
 
 
 def import_plugins(names):

@@ -22,6 +22,7 @@ from typing import Optional
 
 from usad2.errors import ConfigError
 from usad2.models.presets import PRESETS
+from usad2.teachers.mapping import parse_student_layers
 from usad2.utils.cli import str2bool
 from usad2.utils.precision import PRECISIONS
 
@@ -66,6 +67,9 @@ class TrainConfig:
     out_dir: Optional[str] = _option(None, "experiment directory exp/<tag>; required")
     # task
     k: int = _option(4, "number of sparse layer pairs per teacher", identity=True)
+    student_layers: Optional[str] = _option(
+        None, "per teacher, the student layers that predict its K layers instead of floor(k*L_S/K), e.g. "
+        "'basic_pitch=1,2,3' (';' between teachers)", identity=True)
     omega: float = _option(10.0, "domain weight ω (1 = USAD v1 uniform weights)")
     any_weight: float = _option(1.0, "weight of teachers of domain 'any'")
     domain_source: str = _option("labels", "each utterance's domain: labels (utt2domain), infer (the posteriors of "
@@ -138,6 +142,7 @@ class TrainConfig:
         for name in ("omega", "batch_seconds", "crop_seconds", "dev_batch_seconds"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"--{name} must be positive, got {getattr(self, name)}")
+        parse_student_layers(self.student_layers)  # a malformed map fails here, before anything runs
         if self.teacher_mode == "online":
             self.targets_dir = None
         elif self.teacher_mode == "offline" and not self.targets_dir:

@@ -70,9 +70,10 @@ def _spec(card, pairs):
                        pairs, {t: card.layer_width(t) for _, t in pairs}, tuple(card.probability_layers or ()))
 
 
-def stage1_spec(card, num_student_layers, k=4):
-    """K-sparse mapping (or the card's explicit distill_layers)."""
-    return _spec(card, layer_pairs(num_student_layers, card.num_layers, k, card.distill_layers, card.name))
+def stage1_spec(card, num_student_layers, k=4, student_layers=None):
+    """K-sparse mapping (or the card's explicit distill_layers; `student_layers` overrides the student side)."""
+    return _spec(card, layer_pairs(num_student_layers, card.num_layers, k, card.distill_layers, card.name,
+                                   student_layers))
 
 
 def stage2_spec(card, num_student_layers, student_layer=-1):

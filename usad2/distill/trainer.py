@@ -130,20 +130,20 @@ class Trainer:
         cfg = self.cfg
         if ckpt:
             student = Usad2Model(ckpt["model_config"], ckpt["fbank_config"])
-            init_heads = None
+            init = None
         else:
-            student, init_heads = build_student(cfg)
+            student, init = build_student(cfg)
         self.student = student
         self.specs = teacher_specs(cfg, student.config.num_layers)
         hidden = cfg.head_hidden
         if hidden is None:  # unset: the heads continue as they were (a resume, or kept stage-1 heads)
-            hidden = heads_hidden(ckpt["heads"] if ckpt else init_heads)
+            hidden = heads_hidden(ckpt["heads"] if ckpt else (init.heads if init else None))
         model = DistillModel(student, self.specs, hidden)
         if ckpt:
             student.load_state_dict(ckpt["model"], strict=True)
             model.heads.load_state_dict(ckpt["heads"], strict=True)
-        elif init_heads:
-            load_init_heads(model, init_heads, cfg)
+        else:
+            load_init_heads(model, init, cfg, self.specs)
         self.raw_model = model.to(self.device)
 
     def _build_targets(self):

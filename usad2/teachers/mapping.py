@@ -7,6 +7,10 @@ With K pairs, for k = 1..K student layer floor(k·L_S/K) predicts teacher layer 
 A teacher card may list its distilled layers explicitly (a teacher with fewer than K layers,
 or parallel output heads such as basic-pitch's contour/note/onset); then K = len(list) for that
 teacher and the student layers are floor(k·L_S/K) for k = 1..K.
+
+The student side can be chosen per teacher too (`parse_student_layers`, distill's
+`--student_layers "basic_pitch=1,2,3"`): the same teacher layers, predicted from the listed
+student layers instead of floor(k·L_S/K), e.g. to keep the top layer for the other teachers.
 """
 from usad2.errors import ConfigError
 
@@ -26,15 +30,51 @@ def teacher_layers(num_teacher_layers, k, name="teacher"):
     return [(i * num_teacher_layers) // k for i in range(1, k + 1)]
 
 
-def layer_pairs(num_student_layers, num_teacher_layers, k=4, explicit=None, name="teacher"):
+def parse_student_layers(text):
+    """"name=1,2,3;other=2,3,4" (or a {name: [layers]} dict from YAML) -> {name: [int, ...]}."""
+    if not text:
+        return {}
+    if isinstance(text, dict):
+        items = list(text.items())
+    else:
+        items = []
+        for part in str(text).split(";"):
+            if part.strip():
+                name, sep, layers = part.partition("=")
+                if not sep:
+                    raise ConfigError(f"--student_layers: {part.strip()!r} is not NAME=LAYER,LAYER,...")
+                items.append((name, layers))
+    out = {}
+    for name, layers in items:
+        values = layers if isinstance(layers, (list, tuple)) else str(layers).split(",")
+        try:
+            out[str(name).strip()] = [int(v) for v in values if str(v).strip()]
+        except ValueError:
+            raise ConfigError(f"--student_layers: layers of {str(name).strip()!r} are not integers: {layers!r}")
+    return out
+
+
+def layer_pairs(num_student_layers, num_teacher_layers, k=4, explicit=None, name="teacher", student=None):
     """[(student layer, teacher layer), ...] for one teacher.
 
     `explicit`: the card's distill_layers, which overrides K for this teacher.
+    `student`: the student layers to use instead of floor(k·L_S/K) (one per teacher layer).
     """
     if explicit:
         explicit = [int(x) for x in explicit]
         for layer in explicit:
             if not 1 <= layer <= num_teacher_layers:
                 raise ConfigError(f"{name}: distilled layer {layer} outside 1..{num_teacher_layers}")
-        return list(zip(student_layers(num_student_layers, len(explicit)), explicit))
-    return list(zip(student_layers(num_student_layers, k), teacher_layers(num_teacher_layers, k, name)))
+        teacher = explicit
+    else:
+        teacher = teacher_layers(num_teacher_layers, k, name)
+    if not student:
+        return list(zip(student_layers(num_student_layers, len(teacher)), teacher))
+    if len(student) != len(teacher):
+        raise ConfigError(f"--student_layers gives {name} {len(student)} student layers {list(student)}, but it "
+                          f"distils {len(teacher)} teacher layers {teacher}")
+    for layer in student:
+        if not 1 <= layer <= num_student_layers:
+            raise ConfigError(f"--student_layers: {name}'s student layer {layer} is outside "
+                              f"1..{num_student_layers}")
+    return list(zip(student, teacher))
