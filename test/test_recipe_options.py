@@ -19,7 +19,12 @@ def recorded_recipe(tmp_path, repo_dir):
     recipe = copy_recipe_tree(tmp_path / "repo", repo_dir)
     calls = tmp_path / "calls.txt"
     fake = tmp_path / "python"
-    fake.write_text(f"#!/usr/bin/env bash\nif [ \"$1\" = -m ] && [[ \"$2\" == usad2.bin.* ]]; then\n"
+    # torchrun (--nproc > 1) is unwrapped: its options go to launches.txt, the verb's call to calls.txt
+    fake.write_text(f"#!/usr/bin/env bash\nif [ \"$1\" = -m ] && [ \"$2\" = torch.distributed.run ]; then\n"
+                    f"  shift 2; launch=torchrun\n"
+                    f"  while [ $# -gt 0 ] && [ \"$1\" != -m ]; do launch+=\" $1\"; shift; done\n"
+                    f"  echo \"$launch $2\" >> {tmp_path / 'launches.txt'}\nfi\n"
+                    f"if [ \"$1\" = -m ] && [[ \"$2\" == usad2.bin.* ]]; then\n"
                     f"  echo \"$*\" >> {calls}; exit 0\nfi\nexec {sys.executable} \"$@\"\n")
     fake.chmod(0o755)
     return recipe, fake, calls
@@ -27,8 +32,9 @@ def recorded_recipe(tmp_path, repo_dir):
 
 def _recipe(recorded, *args):
     recipe, fake, calls = recorded
-    if calls.exists():
-        calls.unlink()
+    for old in (calls, calls.parent / "launches.txt"):
+        if old.exists():
+            old.unlink()
     r = subprocess.run(["./run.sh", "--python", str(fake), "--stage", "5", "--stop_stage", "8", *args],
                        cwd=recipe, capture_output=True, text=True, timeout=120)
     lines = calls.read_text().splitlines() if calls.exists() else []
@@ -48,6 +54,9 @@ def test_recipe_defaults_run_both_stages(recorded_recipe):
                                                    "usad2.bin.export", "usad2.bin.probe"]
     s1, s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"]
     assert "--omega" not in s1 and _val(s1, "--teachers") == "speech_embedding,yamnet,basic_pitch"
+    # both trainings as two one-thread processes (the demo recipe's --nproc 2; its configs: threads 1)
+    launches = (recorded_recipe[2].parent / "launches.txt").read_text().splitlines()
+    assert launches == ["torchrun --standalone --nproc-per-node 2 usad2.bin.distill"] * 2
     assert _val(s2, "--init") == "exp/usad2_mini_offline_distill_default" and _val(s2, "--out_dir") == "exp/usad2_mini_offline_distill_default_plus_default"
     # the demo recipe keeps the stage-1 teachers in stage 2 (its stand-in stage-2 teachers are weak)
     assert _val(s2, "--teachers") == _val(s1, "--teachers") and _val(s2, "--drop_stage1") == "false"
