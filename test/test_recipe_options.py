@@ -172,10 +172,11 @@ def test_recipe_tag_names_the_configs_so_sizes_never_share_a_dir(recorded_recipe
     for (_, verbs, lines), size in ((tiny, "tiny"), (default, "default")):
         s1, s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"]
         assert _val(s1, "--config") == f"conf/distill_{size}.yaml" and _val(s2, "--config") == f"conf/plus_{size}.yaml"
-    # another stage-1 config (the harmony one) or another stage-2 config: their own dirs
-    harmony = _recipe(recorded_recipe, "--distill_config", "conf/distill_default_harmony.yaml")
-    assert _dirs(harmony) == ("exp/usad2_mini_offline_distill_default_harmony",
-                              "exp/usad2_mini_offline_distill_default_harmony_plus_default")
+    # other configs (the paper's loss and heads) or another stage-2 config: their own dirs
+    paper = _recipe(recorded_recipe, "--distill_config", "conf/distill_default_paper.yaml",
+                    "--plus_config", "conf/plus_default_paper.yaml")
+    assert _dirs(paper) == ("exp/usad2_mini_offline_distill_default_paper",
+                            "exp/usad2_mini_offline_distill_default_paper_plus_default_paper")
     other_plus = _recipe(recorded_recipe, "--plus_config", "conf/plus_tiny.yaml")
     assert _dirs(other_plus) == ("exp/usad2_mini_offline_distill_default",
                                  "exp/usad2_mini_offline_distill_default_plus_tiny")

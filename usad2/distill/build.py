@@ -55,10 +55,12 @@ def teacher_specs(cfg, num_student_layers):
         if len(set(names)) != len(names):
             raise ConfigError(f"a teacher is listed twice: {names}")
     chosen = parse_student_layers(cfg.student_layers)
-    unknown = sorted(set(chosen) - set(stage1))
-    if unknown:
-        raise ConfigError(f"--student_layers names {', '.join(unknown)}, not among the stage-1 teachers "
-                          f"({', '.join(stage1) or 'none'})")
+    for name in sorted(set(chosen) - set(stage1)):
+        # a known card outside this run (a config shared by runs with other teachers): ignored;
+        # a name that is no card at all (a typo) stops the run
+        load_card(name, dirs)
+        logger.warning("--student_layers names %s, not among this run's stage-1 teachers (%s): ignored",
+                       name, ", ".join(stage1) or "none")
     specs = [stage1_spec(load_card(n, dirs), num_student_layers, cfg.k, chosen.get(n)) for n in stage1]
     for name in stage2:
         spec = stage2_spec(load_card(name, dirs), num_student_layers, cfg.stage2_student_layer)
