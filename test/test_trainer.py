@@ -400,6 +400,11 @@ def test_student_layers_move_a_teachers_heads_and_a_continuation_is_warned(corpu
         main(argv(corpus, str(tmp_path / "bad"), 1, "--student_layers", "tiny_other=1,2,3", dev=False))
     with pytest.raises(ConfigError, match="not NAME=LAYER"):
         parse_args(["--train_dir", "t", "--out_dir", "o", "--student_layers", "tiny_speech:1,2,3"])
+    # one map, one spelling: a resume with the map written differently is the same experiment
+    canonical = TrainConfig(train_dir="t", out_dir="o", student_layers=" yamnet=2,3, 4 ;basic_pitch=1,2,3")
+    assert canonical.student_layers == "basic_pitch=1,2,3;yamnet=2,3,4"
+    assert TrainConfig(train_dir="t", out_dir="o", student_layers={"yamnet": [2, 3, 4], "basic_pitch": [1, 2, 3]}
+                       ).identity_changes(canonical) == []
 
 
 def test_kept_probability_heads_in_other_units_are_named():

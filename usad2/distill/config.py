@@ -22,7 +22,7 @@ from typing import Optional
 
 from usad2.errors import ConfigError
 from usad2.models.presets import PRESETS
-from usad2.teachers.mapping import parse_student_layers
+from usad2.teachers.mapping import format_student_layers, parse_student_layers
 from usad2.utils.cli import str2bool
 from usad2.utils.precision import PRECISIONS
 
@@ -142,7 +142,9 @@ class TrainConfig:
         for name in ("omega", "batch_seconds", "crop_seconds", "dev_batch_seconds"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"--{name} must be positive, got {getattr(self, name)}")
-        parse_student_layers(self.student_layers)  # a malformed map fails here, before anything runs
+        # a malformed map fails here, before anything runs; spellings of one map (spaces, order, a YAML
+        # dict) become one string, so a resume compares meanings
+        self.student_layers = format_student_layers(parse_student_layers(self.student_layers))
         if self.teacher_mode == "online":
             self.targets_dir = None
         elif self.teacher_mode == "offline" and not self.targets_dir:

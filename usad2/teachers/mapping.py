@@ -54,6 +54,11 @@ def parse_student_layers(text):
     return out
 
 
+def format_student_layers(chosen):
+    """{name: [layers]} -> the canonical "a=1,2,3;b=2,3,4" (names sorted), or None when empty."""
+    return ";".join(f"{n}={','.join(map(str, chosen[n]))}" for n in sorted(chosen)) or None
+
+
 def layer_pairs(num_student_layers, num_teacher_layers, k=4, explicit=None, name="teacher", student=None):
     """[(student layer, teacher layer), ...] for one teacher.
 
