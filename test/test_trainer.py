@@ -227,6 +227,26 @@ def test_stage2_from_checkpoint_drops_stage1_heads(corpus, stage1, tmp_path):
         assert torch.allclose(v, src[k], atol=1e-6), k
 
 
+def test_init_architecture_is_the_inits_and_student_must_agree(corpus, stage1, tmp_path):
+    # stage 2 from a tiny stage-1 model: the run records no preset of its own (it used to say "tiny"
+    # whatever the init was), a matching --student is accepted, another architecture is refused
+    out = str(tmp_path / "plus_arch")
+    main(argv(corpus, out, 1, "--init", stage1, "--stage2_teachers", "tiny_music", "--lr", "1e-12", dev=False))
+    assert torch.load(os.path.join(out, "checkpoints", "last.pt"), weights_only=True)["config"]["student"] is None
+    assert TrainConfig(train_dir="x", out_dir="o").student == "tiny"
+    model, init = build.build_student(TrainConfig(train_dir="x", out_dir="o", init=stage1, student="tiny"))
+    assert model.config.num_layers == init.model_config["num_layers"] == 4
+    with pytest.raises(ConfigError, match=r"--student mini is not the architecture of --init .*d_model 64 vs 192"):
+        build.build_student(TrainConfig(train_dir="x", out_dir="o", init=stage1, student="mini"))
+    # up-scaling changes the depth only: the preset's depth is not compared then
+    build.build_student(TrainConfig(train_dir="x", out_dir="o", init=stage1, student="tiny", upscale_ranges="1-4,2-4"))
+    # a run recorded before the rule (init + "tiny") resumes under the new spelling (init + None)
+    old = TrainConfig(train_dir="x", out_dir="o", init=stage1, student="tiny")
+    assert TrainConfig(train_dir="x", out_dir="o", init=stage1).identity_changes(old) == []
+    assert TrainConfig(train_dir="x", out_dir="o", student="mini").identity_changes(TrainConfig(train_dir="x", out_dir="o")) == [
+        ("student", "tiny", "mini")]
+
+
 def test_stage2_keeping_stage1_heads(corpus, stage1, tmp_path):
     out = str(tmp_path / "plus_keep")
     main(argv(corpus, out, 1, "--init", stage1, "--stage2_teachers", "tiny_music", "--drop_stage1", "false",

@@ -2,6 +2,7 @@
 --init with optional depth up-scaling), the teachers' layer pairs (stage 1, stage 2 and both),
 the prediction heads taken over from --init, and the teacher-family plugins.
 """
+import dataclasses
 import logging
 
 from usad2.distill.task import stage1_spec, stage2_spec
@@ -32,6 +33,8 @@ def build_student(cfg):
         return Usad2Model(get_preset(cfg.student, **overrides)), None
     init = read_init(cfg.init)
     config, state = init.model_config, init.state_dict
+    if cfg.student:
+        check_student_matches_init(cfg.student, config, cfg.init, ignore_depth=bool(cfg.upscale_ranges))
     if cfg.upscale_ranges:
         config, state, sources = upscale(config, state, cfg.upscale_ranges)
         logger.info("up-scaled %s to %d layers (source layers %s)", cfg.init, len(sources), sources)
@@ -40,6 +43,23 @@ def build_student(cfg):
     student.load_state_dict(state, strict=True)
     logger.info("initialised the student from %s", cfg.init)
     return student, init
+
+
+def check_student_matches_init(preset, init_config, where, ignore_depth=False):
+    """ConfigError when --student names an architecture other than the --init model's.
+
+    The init's architecture is what trains; a --student beside it is only accepted when it says
+    the same (dropout aside, which --dropout overrides; depth aside when up-scaling).
+    """
+    wanted = dataclasses.asdict(get_preset(preset))
+    ignored = {"dropout", "attention_dropout", "activation_dropout", "layerdrop"}
+    if ignore_depth:
+        ignored.add("num_layers")
+    differ = [f"{k} {init_config.get(k)!r} vs {v!r}" for k, v in wanted.items()
+              if k not in ignored and init_config.get(k) != v]
+    if differ:
+        raise ConfigError(f"--student {preset} is not the architecture of --init {where} ({'; '.join(differ)}): "
+                          "drop --student (the init's architecture is used) or choose the matching preset")
 
 
 def teacher_specs(cfg, num_student_layers):

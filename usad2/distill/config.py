@@ -61,8 +61,10 @@ class TrainConfig:
     teacher_cards: Optional[str] = _option(None, "directory of user teacher cards (overrides the package's)")
     plugins: list = _option([], "Python modules to import first (they register teacher families)")
     # student
-    student: str = _option("tiny", "student preset: " + ", ".join(n for n in PRESETS if not n.endswith("_f1"))
-                           + " (NAME_f1: the same with frequency stride 1)", identity=True)
+    student: Optional[str] = _option(
+        None, "student preset (default tiny): " + ", ".join(n for n in PRESETS if not n.endswith("_f1"))
+        + " (NAME_f1: the same with frequency stride 1); with --init the architecture is the init's, and a "
+        "--student naming another one is an error", identity=True)
     dropout: Optional[float] = _option(None, "override the preset's dropout (and attention dropout)", parse=float)
     out_dir: Optional[str] = _option(None, "experiment directory exp/<tag>; required")
     # task
@@ -145,6 +147,8 @@ class TrainConfig:
         # a malformed map fails here, before anything runs; spellings of one map (spaces, order, a YAML
         # dict) become one string, so a resume compares meanings
         self.student_layers = format_student_layers(parse_student_layers(self.student_layers))
+        if self.student is None and not self.init:
+            self.student = "tiny"
         if self.teacher_mode == "online":
             self.targets_dir = None
         elif self.teacher_mode == "offline" and not self.targets_dir:
@@ -169,5 +173,8 @@ class TrainConfig:
 
     def identity_changes(self, saved):
         """[(field, saved value, this value)] of the identity fields where `saved` (a TrainConfig) differs."""
+        # with --init on both sides the architecture is the init's (itself compared): --student is not
+        # (runs before this rule recorded the default "tiny" there whatever the init was)
+        skip = {"student"} if self.init and saved.init else set()
         return [(f.name, getattr(saved, f.name), getattr(self, f.name)) for f in dataclasses.fields(self)
-                if f.metadata["identity"] and getattr(saved, f.name) != getattr(self, f.name)]
+                if f.metadata["identity"] and f.name not in skip and getattr(saved, f.name) != getattr(self, f.name)]
