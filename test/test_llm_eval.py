@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from usad2.errors import CheckpointError, ConfigError, DataDirError
+from usad2.teachers.base import TeacherError
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -199,6 +200,11 @@ def test_bad_inputs_give_clear_errors(tiny_root, tiny_llm, tmp_path, capfd):
         run("--model", "fbank", *base, "--tasks", "nope")
     with pytest.raises(ConfigError, match="duplicate model names"):
         run("--model", "fbank", "--model", "fbank", *base)
+    # --teacher_cards is where teacher specs are looked up (first), named in the error
+    cards = tmp_path / "my_cards"
+    cards.mkdir()
+    with pytest.raises(TeacherError, match=rf"unknown teacher 'no_such_card': .*{cards}"):
+        run("--model", "no_such_card", *base, "--teacher_cards", str(cards), "--max_steps", "0")
     with pytest.raises(ConfigError, match="--batch_size must be >= 1"):
         run("--model", "fbank", *base, "--batch_size", "0")
     with pytest.raises(ConfigError, match="no utterance-level single-label task"):

@@ -268,6 +268,34 @@ def test_teacher_through_the_teacher_interface(corpus, tmp_path, monkeypatch):
     assert feats.pooled[0].shape == (9, 240)
 
 
+def test_teacher_cards_option_finds_user_cards_and_stamps_their_files(corpus, tmp_path, monkeypatch, capfd):
+    import test_distill_task
+    from usad2.bin.probe import main
+    from usad2.probe.features import model_from_spec
+    from usad2.teachers.base import TeacherError
+
+    monkeypatch.delenv("USAD2_TEACHER_CARDS", raising=False)
+    cards = test_distill_task.write_cards(str(tmp_path / "cards"))
+    with pytest.raises(TeacherError, match="unknown teacher 'tiny_music'"):
+        model_from_spec("tiny_music")
+    assert model_from_spec("tiny_music", card_dirs=cards).num_layers == 5
+    out = tmp_path / "probe"
+    argv = ["--model", "tiny_music", "--model", "fbank", "--data_root", str(corpus), "--out_dir", str(out),
+            "--tasks", "pitch_class", "--lrs", "1e-2", "--weight_decays", "0", "--max_epochs", "2",
+            "--feature_cache", str(tmp_path / "cache"), "--teacher_cards", cards]
+    assert main(argv) == 0
+    assert set(json.loads((out / "results.json").read_text())) == {"tiny_music", "fbank"}
+    capfd.readouterr()
+    main(argv)
+    assert "is up to date" in capfd.readouterr().err
+    # the user card is part of the stamp: an edited card (same name) is probed again
+    card = os.path.join(cards, "tiny_music.yaml")
+    with open(card, "a", encoding="utf-8") as f:
+        f.write("# edited\n")
+    main(argv)
+    assert "is up to date" not in capfd.readouterr().err
+
+
 def test_bad_specs_are_config_errors(corpus, tmp_path):
     from usad2.bin.probe import probe
     from usad2.errors import CheckpointError

@@ -59,6 +59,9 @@ def get_parser():
     parser.add_argument("--device", default="cpu", help="device of the encoders and the LM")
     parser.add_argument("--precision", default="auto", choices=list(PRECISIONS),
                         help="fp32, bf16 autocast, or auto (bf16 where the CPU/GPU has bf16 matrix units)")
+    parser.add_argument("--teacher_cards", default=None,
+                        help="user teacher card directories (joined by the path separator), searched before the "
+                        "package's cards (default: $USAD2_TEACHER_CARDS)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--force", type=str2bool, default=False, help="redo features and finished models, training from scratch")
     parser.add_argument("--progress", type=str2bool, default=True, help="tqdm progress bar")
@@ -99,7 +102,8 @@ def llm_eval(args):
     llm_dir, llm_identity = resolve_llm(args.llm)
     logger.info("llm_eval: %d models, tasks %s, llm %s, precision %s", len(specs), sorted(taskset.domains), llm_dir,
                 precision)
-    models = [model_from_spec(s, seed=args.seed, device=args.device, precision=precision) for s in specs]
+    models = [model_from_spec(s, seed=args.seed, device=args.device, precision=precision, card_dirs=args.teacher_cards)
+              for s in specs]
     results, _ = run_llm_eval(models, taskset, llm_dir, llm_identity, args.out_dir, args.feature_cache or None, cfg,
                               args.force, args.progress, args.device)
     return results

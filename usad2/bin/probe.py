@@ -18,7 +18,7 @@ import os
 import torch
 
 from usad2.errors import ConfigError
-from usad2.probe.features import model_from_spec
+from usad2.probe.features import model_from_spec, spec_card_names
 from usad2.probe.heads import ProbeConfig
 from usad2.probe.run import run_probe
 from usad2.probe.tasks import get_suite
@@ -55,6 +55,9 @@ def get_parser():
     parser.add_argument("--max_frame_utts", type=int, default=200,
                         help="utterances per data dir whose frames are kept for frame-level tasks")
     parser.add_argument("--seed", type=int, default=0, help="seed of probes, frame subsets and random_init")
+    parser.add_argument("--teacher_cards", default=None,
+                        help="user teacher card directories (joined by the path separator), searched before the "
+                        "package's cards (default: $USAD2_TEACHER_CARDS); a user card's file is part of the stamp")
     parser.add_argument("--device", default="cpu", help="device for feature extraction")
     parser.add_argument("--precision", default="auto", choices=list(PRECISIONS),
                         help="feature extraction of students and torch teachers: fp32, bf16 autocast, or auto "
@@ -94,10 +97,19 @@ def expand_specs(model_specs):
     return out
 
 
+def user_card_files(model_specs, card_dirs=None):
+    """The user card files (not the package's) that the specs' teachers are read from: a card edited
+    under the same name then changes the probe's stamp (the package's cards change with its version)."""
+    from usad2.teachers.registry import PACKAGE_CARD_DIR, card_path
+
+    paths = [card_path(n, card_dirs) for s in model_specs for n in spec_card_names(s)]
+    return sorted({p for p in paths if os.path.dirname(os.path.abspath(p)) != os.path.abspath(PACKAGE_CARD_DIR)})
+
+
 def probe(model_specs, data_root, out_dir, suite="demo", tasks="", train_set="train", dev_set="dev",
           test_set="test", layer="weighted", hidden=0, lrs=(1e-3, 1e-2), weight_decays=(0.0, 1e-3),
           max_epochs=40, max_frames=20000, seed=0, device="cpu", force=False, max_frame_utts=200,
-          feature_cache="", precision="auto"):
+          feature_cache="", precision="auto", teacher_cards=None):
     """Probe the models of `model_specs` on the suite; returns the results dict (results.json)."""
     suite_tasks = get_suite(suite, train_set, dev_set, test_set)
     if tasks:
@@ -121,6 +133,7 @@ def probe(model_specs, data_root, out_dir, suite="demo", tasks="", train_set="tr
         args["precision"] = resolved
     inputs = [os.path.join(data_root, s) for s in (train_set, dev_set, test_set)]
     inputs += [p for s in model_specs for p in [s.partition("=")[2].split(":", 1)[-1]] if os.path.isfile(p)]
+    inputs += user_card_files(model_specs, teacher_cards)
     fp = fingerprint(args, inputs)
     results_path = os.path.join(out_dir, "results.json")
     if force:
@@ -130,7 +143,8 @@ def probe(model_specs, data_root, out_dir, suite="demo", tasks="", train_set="tr
         import json
         with open(results_path, encoding="utf-8") as f:
             return json.load(f)
-    models = [model_from_spec(s, seed=seed, device=device, precision=resolved) for s in model_specs]
+    models = [model_from_spec(s, seed=seed, device=device, precision=resolved, card_dirs=teacher_cards)
+              for s in model_specs]
     results, _ = run_probe(models, data_root, suite_tasks, out_dir, config, max_frames, force, max_frame_utts,
                            feature_cache or None)
     mark_done(out_dir, fp, {"models": names})
@@ -148,7 +162,7 @@ def main(argv=None):
     probe(args.model, args.data_root, args.out_dir, args.suite, args.tasks, args.train_set, args.dev_set,
           args.test_set, args.layer, args.hidden, _floats(args.lrs, "lrs"),
           _floats(args.weight_decays, "weight_decays"), args.max_epochs, args.max_frames, args.seed,
-          args.device, args.force, args.max_frame_utts, args.feature_cache, args.precision)
+          args.device, args.force, args.max_frame_utts, args.feature_cache, args.precision, args.teacher_cards)
     return 0
 
 

@@ -235,7 +235,7 @@ def heads_from_checkpoint(ckpt, num_student_layers, where):
     return heads, {k: inputs[k] for k in heads}
 
 
-def model_from_spec(spec, seed=0, cache=None, device="cpu", precision="fp32"):
+def model_from_spec(spec, seed=0, cache=None, device="cpu", precision="fp32", card_dirs=None):
     """A ProbedModel from a `--model` spec, extracting at `precision` (fp32, bf16 or auto).
 
     - `fbank`: the fbank baseline.
@@ -248,15 +248,30 @@ def model_from_spec(spec, seed=0, cache=None, device="cpu", precision="fp32"):
     - `NAME=concat:CARD[@CHECKPOINT],CARD,...`: those teachers at once (`ConcatProbe`; the
       recipe's `teachers_concat` topline); each part is named after its card, so it shares the
       feature cache of the same teacher probed as `CARD`.
+
+    Cards are looked up in `card_dirs` (the commands' `--teacher_cards`; None: $USAD2_TEACHER_CARDS),
+    then among the package's.
     """
-    probed = _model_from_spec(spec, seed, cache, device)
+    probed = _model_from_spec(spec, seed, cache, device, card_dirs)
     resolved = resolve_precision(precision, device)
     for part in getattr(probed, "parts", [probed]):
         part.precision = resolved
     return probed
 
 
-def _model_from_spec(spec, seed, cache, device):
+def spec_card_names(spec):
+    """The teacher card names a `--model` spec builds (none for students, fbank and random init)."""
+    name, _, value = spec.partition("=")
+    if value.startswith("concat:"):
+        return [c.strip().partition("@")[0] for c in value[len("concat:"):].split(",") if c.strip()]
+    if value.startswith("teacher:"):
+        return [value[len("teacher:"):].partition("@")[0]]
+    if not value and name.strip() not in ("fbank", "random_init"):
+        return [name.strip().partition("@")[0]]
+    return []
+
+
+def _model_from_spec(spec, seed, cache, device, card_dirs=None):
     name, _, value = spec.partition("=")
     name = name.strip()
     if not name or not re.fullmatch(r"[A-Za-z0-9_.+-]+", name):
@@ -274,10 +289,10 @@ def _model_from_spec(spec, seed, cache, device):
     if value.startswith("heads:"):
         return _to(_heads_probe(name, value[len("heads:"):]), device)
     if value.startswith("concat:"):
-        return _concat_probe(name, value[len("concat:"):], cache, device)
+        return _concat_probe(name, value[len("concat:"):], cache, device, card_dirs)
     if value.startswith("teacher:") or not value:
         card, _, ckpt = (value[len("teacher:"):] if value else name).partition("@")
-        return _teacher_probe(name, card, ckpt or None, cache, device)
+        return _teacher_probe(name, card, ckpt or None, cache, device, card_dirs)
     return _to(_student_file(name, value), device)
 
 
@@ -321,17 +336,18 @@ def _heads_probe(name, path):
     return HeadsProbe(name, model, heads, inputs, {"kind": "heads", "sha256": file_digest(path)})
 
 
-def _teacher_probe(name, card, checkpoint, cache, device):
+def _teacher_probe(name, card, checkpoint, cache, device, card_dirs=None):
     from usad2.teachers.registry import build_teacher
 
-    teacher = build_teacher(card, cache=cache, device=device, checkpoint=checkpoint)
+    teacher = build_teacher(card, cache=cache, device=device, checkpoint=checkpoint, card_dirs=card_dirs)
     return TeacherProbe(name, teacher)
 
 
-def _concat_probe(name, value, cache, device):
+def _concat_probe(name, value, cache, device, card_dirs=None):
     cards = [c.strip() for c in value.split(",") if c.strip()]
     names = [c.partition("@")[0] for c in cards]
     if len(set(names)) != len(names):
         raise ConfigError(f"--model {name}=concat:{value}: a teacher is named twice")
-    parts = [_teacher_probe(n, n, c.partition("@")[2] or None, cache, device) for n, c in zip(names, cards)]
+    parts = [_teacher_probe(n, n, c.partition("@")[2] or None, cache, device, card_dirs)
+             for n, c in zip(names, cards)]
     return ConcatProbe(name, parts)
