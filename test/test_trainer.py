@@ -377,7 +377,8 @@ def test_linear_heads_train_and_are_saved_as_linear(corpus, tmp_path):
 
 
 def test_demo_default_configs_are_the_papers_plus_the_harmony_options(repo_dir):
-    """The demo's default method = the paper's configs plus the three options of RESULTS.md 2.3."""
+    """The demo's default method = the paper's configs plus the three options of RESULTS.md 2.3,
+    and stage 1 trains the 2400 steps of 2.4 (the paper's config keeps the 1500 it was measured at)."""
     conf = os.path.join(repo_dir, "egs", "multidomain", "conf")
     read = {n: parse_args(["--config", os.path.join(conf, n + ".yaml"), "--train_dir", "t", "--out_dir",
                            "o"]).to_dict() for n in ("distill_default", "distill_default_paper", "plus_default",
@@ -385,7 +386,7 @@ def test_demo_default_configs_are_the_papers_plus_the_harmony_options(repo_dir):
     harmony = {"head_hidden": 0, "probability_targets": "mse", "student_layers": "basic_pitch=1,2,3"}
     for run, paper in (("distill_default", "distill_default_paper"), ("plus_default", "plus_default_paper")):
         changed = {k: v for k, v in read[run].items() if v != read[paper][k] and k != "config"}
-        assert changed == harmony, run
+        assert changed == dict(harmony, **({"max_steps": 2400} if run == "distill_default" else {})), run
     assert read["distill_default_paper"]["probability_targets"] == "raw"  # the library's defaults
     assert read["distill_default_paper"]["head_hidden"] is None and read["distill_default_paper"]["student_layers"] is None
     for tiny in ("distill_tiny", "plus_tiny"):  # CI's size runs the same method
