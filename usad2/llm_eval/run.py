@@ -44,10 +44,12 @@ OPEN_DOMAIN = "open-ended"
 class LLMEvalConfig:
     pool_stride: float = 0.2        # seconds per audio token (about 1 / pool_stride tokens per second)
     layer: object = "weighted"      # "weighted" or a 0-based layer index (as the probe's --layer)
-    max_steps: int = 300
+    # 1000 steps at 1e-3: the demo measurement where the LM reads the audio (egs/multidomain/RESULTS.md
+    # section 9.1); 120 steps left every model at chance
+    max_steps: int = 1000
     batch_size: int = 8
-    lr: float = 5e-4
-    warmup: int = 20
+    lr: float = 1e-3
+    warmup: int = 30
     seed: int = 0
     save_every: int = 50
     keep_last: int = 2
