@@ -78,7 +78,7 @@ def test_user_dir_overrides_by_name(tmp_path, monkeypatch):
 def test_teacher_cards_option_one_name_everywhere(tmp_path, monkeypatch, capsys):
     """--teacher_cards (default $USAD2_TEACHER_CARDS, dirs joined like the env) in every card-reading
     command; the old --card_dir stops with a usage error naming the new option."""
-    from usad2.bin import extract_teacher, fetch_teachers
+    from usad2.bin import extract_teacher, fetch_teachers, llm_eval, probe
 
     first, second = tmp_path / "a", tmp_path / "b"
     first.mkdir(), second.mkdir()
@@ -88,7 +88,9 @@ def test_teacher_cards_option_one_name_everywhere(tmp_path, monkeypatch, capsys)
     assert registry.card_search_path(both) == [str(first), str(second), registry.PACKAGE_CARD_DIR]
     assert registry.load_card("toy2", both).name == "toy2"
     commands = ((extract_teacher.build_parser(), ["--data", "d", "--teacher", "t", "--out", "o"]),
-                (fetch_teachers.get_parser(), []), (teachers_cmd.get_parser(), ["list"]))
+                (fetch_teachers.get_parser(), []), (teachers_cmd.get_parser(), ["list"]),
+                (probe.get_parser(), ["--model", "fbank", "--data_root", "d", "--out_dir", "o"]),
+                (llm_eval.get_parser(), ["--model", "fbank", "--data_root", "d", "--out_dir", "o"]))
     for parser, required in commands:
         assert parser.get_default("teacher_cards") is None
         assert parser.parse_args([*required, "--teacher_cards", both]).teacher_cards == both
@@ -98,6 +100,9 @@ def test_teacher_cards_option_one_name_everywhere(tmp_path, monkeypatch, capsys)
         assert "--card_dir was renamed --teacher_cards" in capsys.readouterr().err
     monkeypatch.setenv(registry.CARD_DIRS_ENV, both)
     assert teachers_cmd.get_parser().get_default("teacher_cards") == both
+    # probe and llm_eval read the variable when they load cards, so it stays out of their stamps
+    assert probe.get_parser().get_default("teacher_cards") is None
+    assert llm_eval.get_parser().get_default("teacher_cards") is None
     assert teachers_cmd.main(["list", "--teacher_cards", str(second)]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
     assert "toy2" in listed and "toy" not in listed  # the option replaces the env's dirs

@@ -24,6 +24,7 @@ from usad2.llm_eval.decoder import SMOLLM2, resolve_llm
 from usad2.llm_eval.run import LLMEvalConfig, run_llm_eval
 from usad2.probe.features import model_from_spec
 from usad2.probe.tasks import get_suite
+from usad2.teachers.registry import add_teacher_cards_option
 from usad2.utils.cli import make_parser, run_main, str2bool
 from usad2.utils.log import log_invocation, setup_logging
 from usad2.utils.precision import PRECISIONS, resolve_precision
@@ -59,9 +60,7 @@ def get_parser():
     parser.add_argument("--device", default="cpu", help="device of the encoders and the LM")
     parser.add_argument("--precision", default="auto", choices=list(PRECISIONS),
                         help="fp32, bf16 autocast, or auto (bf16 where the CPU/GPU has bf16 matrix units)")
-    parser.add_argument("--teacher_cards", default=None,
-                        help="user teacher card directories (joined by the path separator), searched before the "
-                        "package's cards (default: $USAD2_TEACHER_CARDS)")
+    add_teacher_cards_option(parser, default_from_env=False)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--force", type=str2bool, default=False, help="redo features and finished models, training from scratch")
     parser.add_argument("--progress", type=str2bool, default=True, help="tqdm progress bar")

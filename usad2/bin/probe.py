@@ -22,6 +22,7 @@ from usad2.probe.features import model_from_spec, spec_card_names
 from usad2.probe.heads import ProbeConfig
 from usad2.probe.run import run_probe
 from usad2.probe.tasks import get_suite
+from usad2.teachers.registry import add_teacher_cards_option
 from usad2.utils.cli import make_parser, run_main, str2bool
 from usad2.utils.log import log_invocation, setup_logging
 from usad2.utils.precision import PRECISIONS, resolve_precision
@@ -55,9 +56,7 @@ def get_parser():
     parser.add_argument("--max_frame_utts", type=int, default=200,
                         help="utterances per data dir whose frames are kept for frame-level tasks")
     parser.add_argument("--seed", type=int, default=0, help="seed of probes, frame subsets and random_init")
-    parser.add_argument("--teacher_cards", default=None,
-                        help="user teacher card directories (joined by the path separator), searched before the "
-                        "package's cards (default: $USAD2_TEACHER_CARDS); a user card's file is part of the stamp")
+    add_teacher_cards_option(parser, default_from_env=False, help_extra="; a user card's file is part of the stamp")
     parser.add_argument("--device", default="cpu", help="device for feature extraction")
     parser.add_argument("--precision", default="auto", choices=list(PRECISIONS),
                         help="feature extraction of students and torch teachers: fp32, bf16 autocast, or auto "

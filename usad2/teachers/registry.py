@@ -54,16 +54,20 @@ def card_search_path(card_dirs=None):
     return [os.fspath(d) for d in card_dirs] + [PACKAGE_CARD_DIR]
 
 
-def add_teacher_cards_option(parser):
+def add_teacher_cards_option(parser, default_from_env=True, help_extra=""):
     """Add `--teacher_cards`, the one spelling of the user card folder in every command.
 
-    Its default is `$USAD2_TEACHER_CARDS`, then only the package's cards; the value has the
-    environment variable's form (directories joined by the path separator). The old spelling
-    `--card_dir` stops with an error naming `--teacher_cards`.
+    Its default is `$USAD2_TEACHER_CARDS` (None with `default_from_env=False`: the command reads
+    the variable itself when it loads cards, so that a default does not end up in its recorded
+    arguments), then only the package's cards; the value has the environment variable's form
+    (directories joined by the path separator). The old spelling `--card_dir` stops with an error
+    naming `--teacher_cards`.
     """
-    parser.add_argument("--teacher_cards", default=os.environ.get(CARD_DIRS_ENV) or None,
+    default = (os.environ.get(CARD_DIRS_ENV) or None) if default_from_env else None
+    shown = "%(default)s" if default_from_env else "its value when cards are read"
+    parser.add_argument("--teacher_cards", default=default,
                         help="user teacher card directories (joined by the path separator), overriding the "
-                             f"package's cards by name (default: ${CARD_DIRS_ENV}: %(default)s)")
+                             f"package's cards by name (default: ${CARD_DIRS_ENV}: {shown}){help_extra}")
     add_renamed_option(parser, "--card_dir", "--teacher_cards")
 
 
