@@ -8,17 +8,24 @@ import json
 import sys
 
 import numpy as np
+
+
+def mean_std(heads, unit, key):
+    """`mean ± std` over seeds of one fidelity number of one head."""
+    xs = [h["student"][unit][key] for h in heads]
+    return f"{np.mean(xs):.3f} ± {np.std(xs):.3f}"
+
+
 prefix = sys.argv[1]
 for run in sys.argv[2:]:
+    files = sorted(glob.glob(f"{prefix}{run}_s[0-9]/fidelity.json"))
     rows = {}
-    for f in sorted(glob.glob(f"{prefix}{run}_s[0-9]/fidelity.json")):
+    for f in files:
         for h in json.load(open(f))["heads"]:
             rows.setdefault((h["teacher"], h["teacher_layer"], h["student_layer"]), []).append(h)
-    print(f"\n{run} ({len(glob.glob(f'{prefix}{run}_s[0-9]/fidelity.json'))} seeds)\n")
+    print(f"\n{run} ({len(files)} seeds)\n")
     print("| teacher | layer | student layer | EV | EV std | cos | cos std |")
     print("|---|---|---|---|---|---|---|")
     for (t, l, s), hs in rows.items():
-        def ms(unit, key):
-            xs = [h["student"][unit][key] for h in hs]
-            return f"{np.mean(xs):.3f} ± {np.std(xs):.3f}"
-        print(f"| {t} | L{l} | {s} | {ms('orig', 'ev')} | {ms('std', 'ev')} | {ms('orig', 'cos')} | {ms('std', 'cos')} |")
+        cells = [mean_std(hs, u, k) for u, k in (("orig", "ev"), ("std", "ev"), ("orig", "cos"), ("std", "cos"))]
+        print(f"| {t} | L{l} | {s} | " + " | ".join(cells) + " |")
