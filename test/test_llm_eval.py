@@ -41,7 +41,7 @@ def tiny_llm(tiny_root, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("tiny_llm")
     texts = list(QUESTIONS.values()) + [CAPTION_QUESTION, PROMPT_SUFFIX]
-    for path in glob.glob(str(tiny_root / "train" / "utt2*")):
+    for path in sorted(glob.glob(str(tiny_root / "train" / "utt2*"))):  # listing order varies
         texts += [line.split(maxsplit=1)[1] for line in open(path, encoding="utf-8") if " " in line.strip()]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
