@@ -153,6 +153,47 @@ def test_relative_attention_gradients_match_naive_formula():
         torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)
 
 
+def test_bf16_cpu_attention_takes_the_plain_path_and_matches_the_fused_kernel(monkeypatch):
+    """Under CPU bf16 autocast the attention runs as plain matmul-softmax-matmul (faster there than
+    SDPA's unfused float-mask path); it computes the same function, forward and backward, within
+    bf16 rounding, and its attention-weight dropout is active in training only."""
+    from usad2.models import encoder as enc
+
+    torch.manual_seed(2)
+    cfg = get_preset("tiny", num_layers=1, num_heads=4, dropout=0.0, attention_dropout=0.1)
+    attn = StudentEncoder(cfg).layers[0].attn.eval()
+    b, t, d = 3, 40, 64
+    x = torch.randn(b, t, d)
+    mask = torch.zeros(b, t, dtype=torch.bool)
+    mask[1, 30:] = True
+    mask[2, 1:] = True  # one real frame: its row must stay finite
+    emb = relative_sinusoids(t, d)
+    assert not enc._plain_attention_is_faster(x)
+    with torch.autocast("cpu", torch.bfloat16):
+        assert enc._plain_attention_is_faster(x)
+    outputs, grads = {}, {}
+    for path in ("plain", "fused"):
+        xg = x.clone().requires_grad_(True)
+        monkeypatch.setattr(enc, "_plain_attention_is_faster", lambda _x, plain=(path == "plain"): plain)
+        with torch.autocast("cpu", torch.bfloat16):
+            out = attn(xg, emb, mask)
+        grads[path] = torch.autograd.grad(out.float().square().sum(), [xg, attn.pos_bias_u])
+        outputs[path] = out.float()
+    monkeypatch.undo()
+    assert torch.isfinite(outputs["plain"]).all()
+    torch.testing.assert_close(outputs["plain"], outputs["fused"], atol=3e-2, rtol=3e-2)
+    for g_plain, g_fused in zip(grads["plain"], grads["fused"]):
+        assert torch.nn.functional.cosine_similarity(g_plain.flatten(), g_fused.flatten(), dim=0) > 0.999
+    attn.train()
+    with torch.autocast("cpu", torch.bfloat16):
+        torch.manual_seed(0)
+        first = attn(x, emb, mask).float()
+        torch.manual_seed(1)
+        second = attn(x, emb, mask).float()
+    assert torch.isfinite(first).all() and not torch.equal(first, second)
+    assert (first - outputs["plain"]).abs().mean() > 0.01  # dropout acts in training
+
+
 def test_layer_structure_and_config_roundtrip():
     cfg = get_preset("xlarge")
     assert cfg.conv_strides == [(2, 2), (2, 2)] and cfg.subsampled_bins == 32

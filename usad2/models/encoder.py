@@ -233,12 +233,36 @@ class RelPositionSelfAttention(nn.Module):
         # masked_fill then writes the padded (B, H, T, T) bias in one pass
         bias = position.as_strided((b, self.h, t, t), (self.h * t * (2 * t - 1), t * (2 * t - 1), 2 * t - 2, 1),
                                    position.storage_offset() + t - 1)
-        bias = bias.masked_fill(padding_mask[:, None, None, :], torch.finfo(bias.dtype).min)
-        # fused kernel: softmax((q + u) k^T / sqrt(dk) + bias) v, with attention-weight dropout
-        out = F.scaled_dot_product_attention((q + self.pos_bias_u).transpose(1, 2), k, v, attn_mask=bias,
-                                             dropout_p=self.dropout_p if self.training else 0.0)
+        dropout_p = self.dropout_p if self.training else 0.0
+        if _plain_attention_is_faster(x):
+            out = _plain_attention((q + self.pos_bias_u).transpose(1, 2), k, v, bias, padding_mask, dropout_p)
+        else:
+            bias = bias.masked_fill(padding_mask[:, None, None, :], torch.finfo(bias.dtype).min)
+            # fused kernel: softmax((q + u) k^T / sqrt(dk) + bias) v, with attention-weight dropout
+            out = F.scaled_dot_product_attention((q + self.pos_bias_u).transpose(1, 2), k, v, attn_mask=bias,
+                                                 dropout_p=dropout_p)
         out = out.transpose(1, 2).reshape(b, t, d)
         return self.out_proj(out)
+
+
+def _plain_attention_is_faster(x):
+    """True under bf16 autocast on the CPU: there torch's SDPA with a float mask runs its unfused
+    reference path at fp32 cost, and the plain bf16 matmul-softmax-matmul below takes about 0.6x its
+    time forward + backward (bench/README.md). Elsewhere (fp32, CUDA) the fused kernel is kept."""
+    return x.device.type == "cpu" and torch.is_autocast_enabled("cpu") \
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+def _plain_attention(q, k, v, bias, padding_mask, dropout_p):
+    """softmax(q k^T / sqrt(dk) + bias) v with padded keys masked, as separate ops: q, k, v (B, H, T, dk),
+    bias (B, H, T, T). The bias is added inside the matmul (baddbmm) and the mask applied to the sum,
+    so a masked score is exactly the dtype's minimum whatever the bias."""
+    b, h, t, dk = q.shape
+    scores = torch.baddbmm(bias.reshape(b * h, t, t), q.reshape(b * h, t, dk), k.reshape(b * h, t, dk).transpose(1, 2),
+                           alpha=1.0 / math.sqrt(dk)).view(b, h, t, t)
+    scores = scores.masked_fill(padding_mask[:, None, None, :], torch.finfo(scores.dtype).min)
+    weights = F.dropout(torch.softmax(scores, dim=-1), dropout_p) if dropout_p else torch.softmax(scores, dim=-1)
+    return torch.matmul(weights, v)
 
 
 class FeedForward(nn.Module):
