@@ -41,14 +41,14 @@ for c in cols:
     print(f"| {label} | {dom} | " + " | ".join(cells) + " |")
 # acceptance of issue 12
 st = stats["student"]
-teachers = ["basic_pitch", "resemblyzer", "speech_embedding", "yamnet"]
+teachers = [t for t in ("basic_pitch", "resemblyzer", "speech_embedding", "yamnet") if t in stats]
 bt = max(teachers, key=lambda t: stats[t]["overall"][0])
-print(f"\nstudent overall {st['overall'][0]:.1f} vs best teacher {bt} {stats[bt]['overall'][0]:.1f}; "
-      f"95% of concat {0.95 * stats['teachers_concat']['overall'][0]:.1f}")
+concat = f"; 95% of concat {0.95 * stats['teachers_concat']['overall'][0]:.1f}" if "teachers_concat" in stats else ""
+print(f"\nstudent overall {st['overall'][0]:.1f} vs best teacher {bt} {stats[bt]['overall'][0]:.1f}{concat}")
 for t in ("chord_quality", "frame_pitch_class", "style"):
     b = max(teachers, key=lambda x: stats[x][t][0])
     print(f"{t}: student {st[t][0]:.1f} vs 80% of {b} {0.8 * stats[b][t][0]:.1f}")
-for d in ("audio", "music", "speech"):
+for d in ("audio", "music", "speech") if "fbank" in stats and "random_init" in stats else ():
     print(f"{d}: student {st[d][0]:.1f} fbank {stats['fbank'][d][0]:.1f} random {stats['random_init'][d][0]:.1f}")
 fig, ax = plt.subplots(figsize=(14, 4.5))
 w = 0.8 / len(names)
