@@ -194,6 +194,33 @@ def test_bf16_cpu_attention_takes_the_plain_path_and_matches_the_fused_kernel(mo
     assert (first - outputs["plain"]).abs().mean() > 0.01  # dropout acts in training
 
 
+def test_positional_conv_matches_its_conv1d_definition():
+    """The positional encoder runs its grouped Conv1d weights as a channels-last Conv2d (faster on
+    the CPU); output and weight gradients equal the plain Conv1d computation."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(4)
+    pos = StudentEncoder(get_preset("tiny", num_layers=1)).pos_conv
+    x = torch.randn(2, 37, 64)
+    mask = torch.zeros(2, 37, dtype=torch.bool)
+    mask[1, 25:] = True
+
+    def reference(x):
+        y = x
+        for conv, k in zip(pos.convs, pos.kernels):
+            y = conv(F.pad(y.masked_fill(mask[..., None], 0.0).transpose(1, 2), ((k - 1) // 2, k // 2))).transpose(1, 2)
+            y = F.gelu(F.layer_norm(y, y.shape[-1:], eps=pos.eps))
+        return (x + y).masked_fill(mask[..., None], 0.0)
+
+    weights = [c.weight for c in pos.convs]
+    got = pos(x, mask)
+    want = reference(x)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    for g, w in zip(torch.autograd.grad(got.square().sum(), weights), torch.autograd.grad(want.square().sum(), weights)):
+        torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)
+    assert [tuple(w.shape) for w in weights][0] == (64, 4, pos.kernels[0])  # checkpoints keep Conv1d shapes
+
+
 def test_layer_structure_and_config_roundtrip():
     cfg = get_preset("xlarge")
     assert cfg.conv_strides == [(2, 2), (2, 2)] and cfg.subsampled_bins == 32

@@ -180,10 +180,19 @@ class ConvPositionalEncoder(nn.Module):
     def forward(self, x, padding_mask):
         y = x
         for conv, k in zip(self.convs, self.kernels):
-            y = _zero_pad(y, padding_mask).transpose(1, 2)
-            y = conv(F.pad(y, ((k - 1) // 2, k // 2))).transpose(1, 2)  # "same" length
+            y = _conv_over_time(conv, _zero_pad(y, padding_mask), k)
             y = F.gelu(F.layer_norm(y, y.shape[-1:], eps=self.eps))
         return _zero_pad(x + y, padding_mask)
+
+
+def _conv_over_time(conv, y, k):
+    """(B, T, d) -> (B, T, d): the grouped Conv1d `conv` with "same" length output.
+
+    Run as a Conv2d with a (1, k) kernel on a channels-last (B, d, 1, T) copy (the same weights and
+    numbers): oneDNN's channels-last grouped kernels take 0.5x Conv1d's time forward + backward at
+    bf16 and 0.7-0.9x at fp32 for the mini and 768-wide students (bench/README.md)."""
+    x = F.pad(y.transpose(1, 2).unsqueeze(2), ((k - 1) // 2, k // 2)).contiguous(memory_format=torch.channels_last)
+    return F.conv2d(x, conv.weight.unsqueeze(2), conv.bias, groups=conv.groups).squeeze(2).transpose(1, 2)
 
 
 def relative_sinusoids(length, d_model, device=None, dtype=torch.float32):
