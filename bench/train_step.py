@@ -168,8 +168,7 @@ def run(quick=False):
                     f"{params['mini']:.1f}M params (the recipe's batch {MINI_RECIPE_BATCH[0]} x "
                     f"{MINI_RECIPE_BATCH[1]:g} s, 1 thread)"),
         Result(f"train_step mini {precision}/fp32 {seconds:g}s crops", speed["mini"] / speed["mini_fp32"],
-               note=f"{speed['mini']:.1f} vs {speed['mini_fp32']:.1f} audio s/s ({shape}; attention-weight "
-                    f"dropout takes the unfused attention path at both precisions)"),
+               note=f"{speed['mini']:.1f} vs {speed['mini_fp32']:.1f} audio s/s ({shape})"),
         Result(f"train_step usad2_small/distilhubert ({precision})", speed["usad2_small"] / speed[best_dh],
                note=f"{speed['usad2_small']:.1f} audio s/s, {params['usad2_small']:.1f}M params ({shape})"),
     ]
