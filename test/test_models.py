@@ -218,7 +218,7 @@ def test_positional_conv_matches_its_conv1d_definition():
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     for g, w in zip(torch.autograd.grad(got.square().sum(), weights), torch.autograd.grad(want.square().sum(), weights)):
         torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)
-    assert [tuple(w.shape) for w in weights][0] == (64, 4, pos.kernels[0])  # checkpoints keep Conv1d shapes
+    assert tuple(weights[0].shape) == (64, 4, pos.kernels[0])  # checkpoints keep Conv1d shapes
 
 
 def test_layer_structure_and_config_roundtrip():

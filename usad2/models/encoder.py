@@ -189,8 +189,8 @@ def _conv_over_time(conv, y, k):
     """(B, T, d) -> (B, T, d): the grouped Conv1d `conv` with "same" length output.
 
     Run as a Conv2d with a (1, k) kernel on a channels-last (B, d, 1, T) copy (the same weights and
-    numbers): oneDNN's channels-last grouped kernels take 0.5x Conv1d's time forward + backward at
-    bf16 and 0.7-0.9x at fp32 for the mini and 768-wide students (bench/README.md)."""
+    numbers): oneDNN's channels-last grouped kernel is the faster one on the CPU, 1.01-1.07x per
+    whole training step of the mini and 768-wide students (bench/README.md)."""
     x = F.pad(y.transpose(1, 2).unsqueeze(2), ((k - 1) // 2, k // 2)).contiguous(memory_format=torch.channels_last)
     return F.conv2d(x, conv.weight.unsqueeze(2), conv.bias, groups=conv.groups).squeeze(2).transpose(1, 2)
 
@@ -270,7 +270,9 @@ def _plain_attention(q, k, v, bias, padding_mask, dropout_p):
     scores = torch.baddbmm(bias.reshape(b * h, t, t), q.reshape(b * h, t, dk), k.reshape(b * h, t, dk).transpose(1, 2),
                            alpha=1.0 / math.sqrt(dk)).view(b, h, t, t)
     scores = scores.masked_fill(padding_mask[:, None, None, :], torch.finfo(scores.dtype).min)
-    weights = F.dropout(torch.softmax(scores, dim=-1), dropout_p) if dropout_p else torch.softmax(scores, dim=-1)
+    weights = torch.softmax(scores, dim=-1)
+    if dropout_p:
+        weights = F.dropout(weights, dropout_p)
     return torch.matmul(weights, v)
 
 
