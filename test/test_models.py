@@ -42,6 +42,13 @@ def test_mini_is_the_wide_cheap_demo_student():
     assert get_preset("mini_f1").freq_stride == 1
 
 
+def test_mini6_is_mini_two_layers_deeper():
+    mini, mini6 = get_preset("mini"), get_preset("mini6")
+    assert dataclasses.replace(mini, num_layers=6) == mini6
+    # two more transformer layers of 482,112 parameters each (attention, FFN, norms), nothing else
+    assert count_parameters(mini6) - count_parameters(mini) == 964_224
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_shapes_and_lengths_every_preset(name):
     torch.manual_seed(0)

@@ -9,7 +9,8 @@ of the second conv). Every preset has a `_f1` variant with freq_stride 1.
 channels. Why: the 64-wide tiny student has too little room to keep the input's pitch while
 fitting three teachers, and halving the conv channels pays for the width (the 64-channel second
 conv at 50 Hz is most of tiny's FLOPs). The measurements are in egs/multidomain/RESULTS.md
-section 4.
+section 4. `mini6` is mini with six layers instead of four: the depth, not the width, is what
+lets the demo student fit its speech teacher (RESULTS.md section 2.7).
 """
 import dataclasses
 
@@ -23,6 +24,8 @@ PRESETS = {
     "tiny": EncoderConfig(d_model=64, num_layers=4, num_heads=4),
     # mini: the CPU demo recipe's student (see above)
     "mini": EncoderConfig(d_model=192, num_layers=4, num_heads=4, conv_channels=32),
+    # mini6: mini two layers deeper (see above)
+    "mini6": EncoderConfig(d_model=192, num_layers=6, num_heads=4, conv_channels=32),
     "small": EncoderConfig(d_model=384, num_layers=12, num_heads=6),
     "base": EncoderConfig(d_model=768, num_layers=12, num_heads=12),
     "large": EncoderConfig(d_model=1024, num_layers=24, num_heads=16),
