@@ -43,7 +43,7 @@ teachers=""             # stage-1 teacher cards, comma-separated (empty: the ver
 plus_teachers=""        # stage-2 teacher cards, comma-separated
 teacher_checkpoints=""  # local checkpoints NAME=PATH,... (e.g. wavlm_base_plus=/models/wavlm-base-plus): stage 0 writes cards pointing at them
 teacher_mode=offline    # offline: targets extracted in stage 4; online: teachers run in training
-student=tiny            # student preset (tiny, mini, small, base, large, xlarge, xxlarge; <preset>_f1)
+student=tiny            # student preset (tiny, mini, mini6, small, base, large, xlarge, xxlarge; <preset>_f1)
 num_distill_layers=4    # K: layers distilled per stage-1 teacher; stage 4 extracts them and stages 5-6 distil them (docs/method.md §3.1)
 distill_config=""       # YAML config of stage 5 (empty: the verb's defaults); its stem is part of the default tag
 plus_config=""          # YAML config of stage 6 (empty: the verb's defaults); its stem is part of the stage-2 tag

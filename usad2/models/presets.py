@@ -9,8 +9,9 @@ of the second conv). Every preset has a `_f1` variant with freq_stride 1.
 channels. Why: the 64-wide tiny student has too little room to keep the input's pitch while
 fitting three teachers, and halving the conv channels pays for the width (the 64-channel second
 conv at 50 Hz is most of tiny's FLOPs). The measurements are in egs/multidomain/RESULTS.md
-section 4. `mini6` is mini with six layers instead of four: the depth, not the width, is what
-lets the demo student fit its speech teacher (RESULTS.md section 2.7).
+section 4. `mini6` is mini with six layers instead of four: it fits the demo's teachers better at
+the same number of steps, but not within the same time (RESULTS.md section 2.7), so the recipe
+keeps `mini`.
 """
 import dataclasses
 
@@ -24,7 +25,7 @@ PRESETS = {
     "tiny": EncoderConfig(d_model=64, num_layers=4, num_heads=4),
     # mini: the CPU demo recipe's student (see above)
     "mini": EncoderConfig(d_model=192, num_layers=4, num_heads=4, conv_channels=32),
-    # mini6: mini two layers deeper (see above)
+    # mini6: mini two layers deeper, 1.27x its step time (see above)
     "mini6": EncoderConfig(d_model=192, num_layers=6, num_heads=4, conv_channels=32),
     "small": EncoderConfig(d_model=384, num_layers=12, num_heads=6),
     "base": EncoderConfig(d_model=768, num_layers=12, num_heads=12),
