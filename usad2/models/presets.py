@@ -9,9 +9,9 @@ of the second conv). Every preset has a `_f1` variant with freq_stride 1.
 channels. Why: the 64-wide tiny student has too little room to keep the input's pitch while
 fitting three teachers, and halving the conv channels pays for the width (the 64-channel second
 conv at 50 Hz is most of tiny's FLOPs). The measurements are in egs/multidomain/RESULTS.md
-section 4. `mini6` is mini with six layers instead of four: it fits the demo's teachers better at
-the same number of steps, but not within the same time (RESULTS.md section 2.7), so the recipe
-keeps `mini`.
+section 4. `mini6` is mini with six layers instead of four: on one seed it fit the demo's teachers better
+at the same number of steps, but over three seeds it gains nothing within the same time
+(RESULTS.md section 2.7), so the recipe keeps `mini`.
 """
 import dataclasses
 
