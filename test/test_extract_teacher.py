@@ -165,3 +165,34 @@ def test_demo_teacher_ignores_precision(data_and_reference, tmp_path):
     before = os.path.getmtime(done)
     assert extract_teacher(data, "basic_pitch", ref, nj=1, progress=False, precision="bf16")
     assert os.path.getmtime(done) == before
+
+
+def test_cli_runs_torch_on_the_threads_asked(data_and_reference, tmp_path):
+    """--threads sets torch's intra-op threads (the recipe runs nj jobs side by side on the cores)."""
+    import torch
+
+    from usad2.bin.extract_teacher import main
+
+    _, data, ref = data_and_reference
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        out = str(tmp_path / "t")
+        assert main(["--data", data, "--teacher", "basic_pitch", "--out", out, "--progress", "false"]) == 0
+        assert torch.get_num_threads() == 1  # the default
+        assert main(["--data", data, "--teacher", "basic_pitch", "--out", out, "--threads", "2",
+                     "--progress", "false"]) == 0
+        assert torch.get_num_threads() == 2
+        got, want = targets_content(out), targets_content(ref)
+        assert sorted(got) == sorted(want)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_cli_rejects_zero_threads(data_and_reference, tmp_path):
+    from usad2.bin.extract_teacher import main
+    from usad2.errors import ConfigError
+
+    _, data, _ = data_and_reference
+    with pytest.raises(ConfigError, match="--threads"):
+        main(["--data", data, "--teacher", "basic_pitch", "--out", str(tmp_path / "z"), "--threads", "0"])

@@ -10,6 +10,7 @@ shards are skipped by fingerprint, so a rerun after a crash redoes only what was
 The fingerprint covers the data dir's index files, not the audio files' content.
 """
 from usad2.data.datadir import load_data_dir
+from usad2.errors import ConfigError
 from usad2.targets.extract import default_layers, run_extraction
 from usad2.teachers.registry import add_teacher_cards_option, build_teacher, family_class, load_card, with_overrides
 from usad2.utils.cli import make_parser, run_main, str2bool
@@ -43,6 +44,10 @@ def build_parser():
     p.add_argument("--force", type=str2bool, default=False,
                    help="redo the shards this call runs (only --job's shard when given)")
     p.add_argument("--progress", type=str2bool, default=True)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads of this process (onnx teachers use one anyway); keep "
+                        "nj x threads <= cores: the recipe runs its nj jobs side by side, and oversubscribed "
+                        "OpenMP threads spin-wait (2.7x slower measured for resemblyzer)")
     return p
 
 
@@ -75,6 +80,11 @@ def extract_teacher(data, teacher, out, checkpoint=None, layers=None, k=4, nj=1,
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    import torch
+
+    torch.set_num_threads(args.threads)
     logger = setup_logging()
     log_invocation(logger)
     complete = extract_teacher(args.data, args.teacher, args.out, args.checkpoint, parse_layers(args.layers),
