@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import Result, interleaved
+from usad2.distill.loss import cosine
 from usad2.utils.precision import autocast, resolve_precision
 
 SR = 16000
@@ -46,8 +47,9 @@ DISTILHUBERT_CONFIG = {
 
 
 def distill_loss(pred, target, mask):
-    """L1 + (-log sigmoid cos) per frame, averaged over valid frames (both sides use this)."""
-    per_frame = (pred - target).abs().mean(-1) - F.logsigmoid(F.cosine_similarity(pred, target, dim=-1))
+    """L1 + (-log sigmoid cos) per frame, averaged over valid frames (both sides use this, with the
+    cosine of usad2's trainer: the loss is the same fp32 work for both, not what is compared)."""
+    per_frame = (pred - target).abs().mean(-1) - F.logsigmoid(cosine(pred, target))
     return (per_frame * mask).sum() / mask.sum()
 
 

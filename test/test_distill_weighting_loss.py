@@ -106,3 +106,23 @@ def test_bad_posteriors_rejected():
             posterior_weights(table, bad)
     with pytest.raises(ConfigError, match="'noise'"):
         utterance_weights(table, "noise")
+
+
+def test_cosine_matches_torch_in_value_and_gradient_zero_vectors_included():
+    import torch.nn.functional as F
+
+    from usad2.distill.loss import cosine
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 7, 40, generator=g)
+    b = torch.randn(3, 7, 40, generator=g)
+    a[0, 0] = 0.0  # a silent frame: cos 0, no NaN in value or gradient
+    b[1, 2] = 0.0
+    x1, x2 = a.clone().requires_grad_(), a.clone().requires_grad_()
+    ours, ref = cosine(x1, b), F.cosine_similarity(x2, b, dim=-1, eps=1e-8)
+    assert ours[0, 0] == 0 and ours[1, 2] == 0
+    torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-5)
+    (ours * torch.arange(7.0)).sum().backward()
+    (ref * torch.arange(7.0)).sum().backward()
+    assert torch.isfinite(x1.grad).all()
+    torch.testing.assert_close(x1.grad, x2.grad, atol=1e-6, rtol=1e-5)

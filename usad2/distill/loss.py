@@ -6,6 +6,16 @@ weight utterances by domain and normalise over all valid frames of the global ba
 import torch.nn.functional as F
 
 
+def cosine(pred, target, eps=1e-8):
+    """cos(pred, target) over the last dim, 0 where either vector is zero (as F.cosine_similarity).
+
+    Written as x.y / max(|x| |y|, eps) because F.cosine_similarity's forward + backward took about
+    3x as long on the CPU (8 x 199 x 768: 9.6 ms against 3.4 ms), a fixed fp32 cost of every
+    training step that bf16 autocast does not shorten.
+    """
+    return (pred * target).sum(dim=-1) / (pred.norm(dim=-1) * target.norm(dim=-1)).clamp_min(eps)
+
+
 def frame_loss(pred, target, mask, squared=False):
     """pred, target: (B, T, D); mask: (B, T) True on valid frames. Returns (B, T), 0 on padding.
 
@@ -16,7 +26,7 @@ def frame_loss(pred, target, mask, squared=False):
     target = target.float()
     diff = pred - target
     l1 = (diff * diff if squared else diff.abs()).mean(dim=-1)
-    cos = F.cosine_similarity(pred, target, dim=-1, eps=1e-8)
+    cos = cosine(pred, target)
     return (l1 - F.logsigmoid(cos)) * mask.to(pred.dtype)
 
 
