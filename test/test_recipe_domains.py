@@ -18,11 +18,11 @@ def test_domain_source_infer_tags_trains_and_reports(recorded_recipe):
     assert order.index("usad2.bin.infer_domains") < order.index("usad2.bin.extract_teacher")
     for words in _calls(lines, "distill"):
         assert _val(words, "--domain_source") == "infer"
-        assert _val(words, "--out_dir").startswith("exp/usad2_mini_offline_distill_default_inferdomains")
+        assert _val(words, "--out_dir").startswith("exp/usad2_mini6_offline_distill_default_inferdomains")
     report = verbs["report"]
     assert _val(report, "--domains") == "dump/domains/test"
     assert _val(report, "--checkpoint") == \
-        "exp/usad2_mini_offline_distill_default_inferdomains_plus_default/checkpoints/last.pt"
+        "exp/usad2_mini6_offline_distill_default_inferdomains_plus_default/checkpoints/last.pt"
 
 
 def test_domain_source_labels_is_the_default_and_bad_values_stop(recorded_recipe):

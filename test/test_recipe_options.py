@@ -57,17 +57,17 @@ def test_recipe_defaults_run_both_stages(recorded_recipe):
     # both trainings as two one-thread processes (the demo recipe's --nproc 2; its configs: threads 1)
     launches = (recorded_recipe[2].parent / "launches.txt").read_text().splitlines()
     assert launches == ["torchrun --standalone --nproc-per-node 2 usad2.bin.distill"] * 2
-    assert _val(s2, "--init") == "exp/usad2_mini_offline_distill_default" and _val(s2, "--out_dir") == "exp/usad2_mini_offline_distill_default_plus_default"
+    assert _val(s2, "--init") == "exp/usad2_mini6_offline_distill_default" and _val(s2, "--out_dir") == "exp/usad2_mini6_offline_distill_default_plus_default"
     # the demo recipe keeps the stage-1 teachers in stage 2 (its stand-in stage-2 teachers are weak)
     assert _val(s2, "--teachers") == _val(s1, "--teachers") and _val(s2, "--drop_stage1") == "false"
     e1, e2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.export"]
-    assert _val(e1, "--out") == "exp/usad2_mini_offline_distill_default/export/model.pt"
-    assert _val(e2, "--checkpoint") == "exp/usad2_mini_offline_distill_default_plus_default/checkpoints/last.pt"
-    assert _val(e2, "--out") == "exp/usad2_mini_offline_distill_default_plus_default/export/model.pt"
+    assert _val(e1, "--out") == "exp/usad2_mini6_offline_distill_default/export/model.pt"
+    assert _val(e2, "--checkpoint") == "exp/usad2_mini6_offline_distill_default_plus_default/checkpoints/last.pt"
+    assert _val(e2, "--out") == "exp/usad2_mini6_offline_distill_default_plus_default/export/model.pt"
     probe = verbs["probe"]
-    assert "student=exp/usad2_mini_offline_distill_default_plus_default/export/model.pt" in probe
-    assert "student_stage1=exp/usad2_mini_offline_distill_default/export/model.pt" in probe
-    assert _val(probe, "--out_dir") == "exp/usad2_mini_offline_distill_default_plus_default/probe"
+    assert "student=exp/usad2_mini6_offline_distill_default_plus_default/export/model.pt" in probe
+    assert "student_stage1=exp/usad2_mini6_offline_distill_default/export/model.pt" in probe
+    assert _val(probe, "--out_dir") == "exp/usad2_mini6_offline_distill_default_plus_default/probe"
     # every teacher once (yamnet is a stage-1 and a stage-2 teacher), then all of them at once
     assert probe.count("yamnet") == 1 and probe.count("resemblyzer") == 1
     assert "teachers_concat=concat:speech_embedding,yamnet,basic_pitch,resemblyzer" in probe
@@ -93,8 +93,8 @@ def test_recipe_stage1_only(recorded_recipe):
     assert r.returncode == 0, r.stderr
     assert "Stage 6: distill stage 2: skipped (--run_plus false)" in r.stderr
     assert [line.split()[1] for line in lines] == ["usad2.bin.distill", "usad2.bin.export", "usad2.bin.probe"]
-    assert _val(verbs["export"], "--out") == "exp/usad2_mini_offline_distill_default/export/model.pt"
-    assert "student=exp/usad2_mini_offline_distill_default/export/model.pt" in verbs["probe"]
+    assert _val(verbs["export"], "--out") == "exp/usad2_mini6_offline_distill_default/export/model.pt"
+    assert "student=exp/usad2_mini6_offline_distill_default/export/model.pt" in verbs["probe"]
     assert not any(w.startswith("student_stage1=") for w in verbs["probe"])
     assert "teachers_concat=concat:speech_embedding,yamnet,basic_pitch" in verbs["probe"]
 
@@ -105,17 +105,17 @@ def test_recipe_ablation_options(recorded_recipe):
     assert r.returncode == 0, r.stderr
     s1, s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"]
     assert _val(s1, "--teachers") == "speech_embedding,yamnet" and _val(s1, "--omega") == "1"
-    assert _val(s2, "--omega") == "1" and _val(s2, "--student") == "mini" and "--init" not in s2
+    assert _val(s2, "--omega") == "1" and _val(s2, "--student") == "mini6" and "--init" not in s2
     assert _val(s2, "--stage2_teachers") == "resemblyzer,yamnet"
     assert "Stage 6: distill stage 2 (\"+\") from scratch" in r.stderr
     assert "basic_pitch" not in " ".join(verbs["probe"])
     s3 = verbs["s3prl_probe"]
     assert _val(s3, "--label") == "instrument_family" and _val(s3, "--steps") == "7"
-    assert _val(s3, "--export").endswith("exp/usad2_mini_offline_distill_default_plus_default/export/model.pt")
+    assert _val(s3, "--export").endswith("exp/usad2_mini6_offline_distill_default_plus_default/export/model.pt")
     # stage 6 from the stage-1 model by default
     r, verbs, lines = _recipe(recorded_recipe, "--run_plus", "true")
     s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"][1]
-    assert _val(s2, "--init") == "exp/usad2_mini_offline_distill_default" and "s3prl_probe" not in verbs
+    assert _val(s2, "--init") == "exp/usad2_mini6_offline_distill_default" and "s3prl_probe" not in verbs
 
 
 def test_recipe_stage9_fidelity_of_each_checkpoint_then_the_report(recorded_recipe):
@@ -124,21 +124,21 @@ def test_recipe_stage9_fidelity_of_each_checkpoint_then_the_report(recorded_reci
     assert r.returncode == 0, r.stderr
     assert [line.split()[1] for line in lines] == ["usad2.bin.fidelity", "usad2.bin.fidelity", "usad2.bin.report"]
     f1, f2 = [line.split() for line in lines[:2]]
-    for words, exp in ((f1, "exp/usad2_mini_offline_distill_default"), (f2, "exp/usad2_mini_offline_distill_default_plus_default")):
+    for words, exp in ((f1, "exp/usad2_mini6_offline_distill_default"), (f2, "exp/usad2_mini6_offline_distill_default_plus_default")):
         assert _val(words, "--checkpoint") == f"{exp}/checkpoints/last.pt"
         assert _val(words, "--out") == f"{exp}/fidelity"
         assert _val(words, "--dev_dir") == "dump/raw/dev" and _val(words, "--targets_dir") == "dump/targets"
     report = verbs["report"]
-    assert _val(report, "--out_dir") == "exp/usad2_mini_offline_distill_default_plus_default/report"
+    assert _val(report, "--out_dir") == "exp/usad2_mini6_offline_distill_default_plus_default/report"
     assert [report[i + 1] for i, w in enumerate(report) if w == "--fidelity"] == \
-        ["exp/usad2_mini_offline_distill_default/fidelity", "exp/usad2_mini_offline_distill_default_plus_default/fidelity"]
+        ["exp/usad2_mini6_offline_distill_default/fidelity", "exp/usad2_mini6_offline_distill_default_plus_default/fidelity"]
     # stage 1 only, online teachers: one checkpoint, no offline targets
     r, verbs, lines = _recipe(recorded_recipe, "--stage", "9", "--stop_stage", "9", "--run_plus", "false",
                               "--teacher_mode", "online")
     assert r.returncode == 0, r.stderr
     assert [line.split()[1] for line in lines] == ["usad2.bin.fidelity", "usad2.bin.report"]
     assert "--targets_dir" not in verbs["fidelity"]
-    assert _val(verbs["report"], "--fidelity") == "exp/usad2_mini_online_distill_default/fidelity"
+    assert _val(verbs["report"], "--fidelity") == "exp/usad2_mini6_online_distill_default/fidelity"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -166,25 +166,25 @@ def test_recipe_tag_names_the_configs_so_sizes_never_share_a_dir(recorded_recipe
     tiny = _recipe(recorded_recipe, "--demo_size", "tiny")
     default = _recipe(recorded_recipe)
     assert tiny[0].returncode == 0 and default[0].returncode == 0, tiny[0].stderr + default[0].stderr
-    assert _dirs(tiny) == ("exp/usad2_mini_offline_distill_tiny", "exp/usad2_mini_offline_distill_tiny_plus_tiny")
-    assert _dirs(default) == ("exp/usad2_mini_offline_distill_default",
-                              "exp/usad2_mini_offline_distill_default_plus_default")
+    assert _dirs(tiny) == ("exp/usad2_mini6_offline_distill_tiny", "exp/usad2_mini6_offline_distill_tiny_plus_tiny")
+    assert _dirs(default) == ("exp/usad2_mini6_offline_distill_default",
+                              "exp/usad2_mini6_offline_distill_default_plus_default")
     for (_, verbs, lines), size in ((tiny, "tiny"), (default, "default")):
         s1, s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"]
         assert _val(s1, "--config") == f"conf/distill_{size}.yaml" and _val(s2, "--config") == f"conf/plus_{size}.yaml"
     # other configs (the paper's loss and heads) or another stage-2 config: their own dirs
     paper = _recipe(recorded_recipe, "--distill_config", "conf/distill_default_paper.yaml",
                     "--plus_config", "conf/plus_default_paper.yaml")
-    assert _dirs(paper) == ("exp/usad2_mini_offline_distill_default_paper",
-                            "exp/usad2_mini_offline_distill_default_paper_plus_default_paper")
+    assert _dirs(paper) == ("exp/usad2_mini6_offline_distill_default_paper",
+                            "exp/usad2_mini6_offline_distill_default_paper_plus_default_paper")
     other_plus = _recipe(recorded_recipe, "--plus_config", "conf/plus_tiny.yaml")
-    assert _dirs(other_plus) == ("exp/usad2_mini_offline_distill_default",
-                                 "exp/usad2_mini_offline_distill_default_plus_tiny")
+    assert _dirs(other_plus) == ("exp/usad2_mini6_offline_distill_default",
+                                 "exp/usad2_mini6_offline_distill_default_plus_tiny")
     # an explicit --tag names stage 1's dir; stage 2's still names its config
     assert _dirs(_recipe(recorded_recipe, "--tag", "mine")) == ("exp/mine", "exp/mine_plus_default")
     # no config at all (the large demo size has none yet): the verbs' defaults, a plain tag
     large = _recipe(recorded_recipe, "--demo_size", "large")
-    assert _dirs(large) == ("exp/usad2_mini_offline", "exp/usad2_mini_offline_plus")
+    assert _dirs(large) == ("exp/usad2_mini6_offline", "exp/usad2_mini6_offline_plus")
     assert "--config" not in large[1]["distill"]
 
 

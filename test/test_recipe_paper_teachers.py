@@ -205,9 +205,9 @@ def test_recipe_runs_with_paper_teachers_given_by_path(paper_recipe):
             if dset == "train_mix":
                 assert abs(mat.shape[0] - durations[key] * int(RATES[name])) <= 2, (name, key, mat.shape)
 
-    exp = recipe / "exp" / "usad2_mini_offline_distill_tiny"
+    exp = recipe / "exp" / "usad2_mini6_offline_distill_tiny"
     stage1 = torch.load(exp / "checkpoints" / "last.pt", weights_only=True, map_location="cpu")
-    plus = torch.load(recipe / "exp" / "usad2_mini_offline_distill_tiny_plus_tiny" / "checkpoints" / "last.pt",
+    plus = torch.load(recipe / "exp" / "usad2_mini6_offline_distill_tiny_plus_tiny" / "checkpoints" / "last.pt",
                       weights_only=True, map_location="cpu")
     assert stage1["step"] == plus["step"] == 4
     assert [t["name"] for t in stage1["teachers"]] == list(STAGE1)

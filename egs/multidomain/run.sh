@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # USAD 2.0 recipe on the embedded demo corpus (speech, general audio, music), CPU-sized.
-#   ./run.sh                          every stage with the demo teachers and the mini student
+#   ./run.sh                          every stage with the demo teachers and the mini6 student
 #   ./run.sh --demo_size tiny         the CI-sized corpus
 #   ./run.sh --stage 5 --stop_stage 7 only distil and export
 #   ./run.sh --help                   every option of ../TEMPLATE/usad2.sh with its value here
@@ -60,7 +60,7 @@ fi
 # process): on the 2-core CPU a step takes 0.47 s that way against 0.61 s for one process with two
 # intra-op threads, which barely beats one thread (README "Recipe time per stage").
 ./usad2.sh \
-    --student mini \
+    --student mini6 \
     --nproc 2 \
     --teachers "${teachers}" \
     --plus_teachers "${plus_teachers}" \
