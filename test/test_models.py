@@ -325,3 +325,48 @@ def test_encoder_file_is_vendorable(repo_dir, tmp_path):
     ours.load_state_dict(theirs.state_dict())
     feats = torch.randn(1, 40, 128)
     assert torch.equal(theirs(feats).hidden_states[-1], ours(feats).hidden_states[-1])
+
+
+def test_cpu_dropout_zeroes_p_and_keeps_the_mean():
+    from usad2.models.encoder import dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(1_000_000)
+    y = dropout(x, 0.1)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.9) < 0.002  # 3 sigma is 0.0009
+    assert abs(y.mean().item() - 1.0) < 0.003
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 32768 / (32768 - 3277)))
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x, 0.1), y)  # seeded like F.dropout: same seed, same mask
+    assert dropout(x, 0.1, training=False) is x and dropout(x, 0.0) is x
+
+
+def test_cpu_dropout_gradient_is_the_mask_and_bf16_keeps_its_dtype():
+    from usad2.models.encoder import dropout
+
+    torch.manual_seed(1)
+    x = torch.randn(4, 50, 16, requires_grad=True)
+    y = dropout(x, 0.25)
+    y.sum().backward()
+    scale = 32768 / (32768 - 8192)
+    assert torch.equal(x.grad, (y != 0).float() * scale)
+    xb = torch.randn(3, 7, dtype=torch.bfloat16)
+    assert dropout(xb, 0.5).dtype == torch.bfloat16
+
+
+def test_encoder_dropout_modules_only_act_in_training():
+    from usad2.models.presets import get_preset
+    from usad2.models.wave_encoder import Usad2Model
+
+    torch.manual_seed(0)
+    model = Usad2Model(get_preset("tiny"))
+    wave = torch.randn(2, 16000) * 0.1
+    lengths = torch.tensor([16000, 12000])
+    model.eval()
+    a = model(wave, lengths).hidden_states[-1]
+    b = model(wave, lengths).hidden_states[-1]
+    assert torch.equal(a, b)
+    model.train()
+    c = model(wave, lengths).hidden_states[-1]
+    assert not torch.allclose(a, c)
