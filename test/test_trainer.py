@@ -378,7 +378,8 @@ def test_linear_heads_train_and_are_saved_as_linear(corpus, tmp_path):
 
 def test_demo_default_configs_are_the_papers_plus_the_harmony_options(repo_dir):
     """The demo's default method = the paper's configs plus the three options of RESULTS.md 2.3,
-    and stage 1 trains the 2400 steps of 2.4 (the paper's config keeps the 1500 it was measured at)."""
+    stage 1 trains the 2400 steps of 2.4 (the paper's config keeps the 1500 it was measured at) and
+    stage 2's new heads read the second-to-last layer (2.10)."""
     conf = os.path.join(repo_dir, "egs", "multidomain", "conf")
     read = {n: parse_args(["--config", os.path.join(conf, n + ".yaml"), "--train_dir", "t", "--out_dir",
                            "o"]).to_dict() for n in ("distill_default", "distill_default_paper", "plus_default",
@@ -386,11 +387,14 @@ def test_demo_default_configs_are_the_papers_plus_the_harmony_options(repo_dir):
     harmony = {"head_hidden": 0, "probability_targets": "mse", "student_layers": "basic_pitch=1,2,3"}
     for run, paper in (("distill_default", "distill_default_paper"), ("plus_default", "plus_default_paper")):
         changed = {k: v for k, v in read[run].items() if v != read[paper][k] and k != "config"}
-        assert changed == dict(harmony, **({"max_steps": 2400} if run == "distill_default" else {})), run
+        extra = {"max_steps": 2400} if run == "distill_default" else {"stage2_student_layer": -2}
+        assert changed == dict(harmony, **extra), run
     assert read["distill_default_paper"]["probability_targets"] == "raw"  # the library's defaults
     assert read["distill_default_paper"]["head_hidden"] is None and read["distill_default_paper"]["student_layers"] is None
+    assert read["plus_default_paper"]["stage2_student_layer"] == -1  # the paper's: the last layer
     for tiny in ("distill_tiny", "plus_tiny"):  # CI's size runs the same method
         assert {k: read[tiny][k] for k in harmony} == harmony
+    assert read["plus_tiny"]["stage2_student_layer"] == -2
 
 
 def test_student_layers_move_a_teachers_heads_and_a_continuation_is_warned(corpus, stage1, tmp_path):
