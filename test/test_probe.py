@@ -11,7 +11,7 @@ import torch
 from usad2.data.datadir import DataDir
 from usad2.errors import ConfigError, DataDirError
 from usad2.probe import metrics
-from usad2.probe.heads import LayerProbe, ProbeConfig, fit_probe
+from usad2.probe.heads import ConcatLinearProbe, LayerProbe, ProbeConfig, fit_probe
 from usad2.probe.tasks import Task, frame_labels, frame_times, read_notes
 
 FAST = ProbeConfig(lrs=(1e-2,), weight_decays=(0.0,), max_epochs=30)
@@ -108,6 +108,55 @@ def test_mlp_head_and_multi_label():
     assert set(result["test"]) == {"map"} and result["test"]["map"] > 0.9
 
 
+def _two_layer_split(n, seed):
+    """Two layers whose class information adds up: the class is the sign pattern of (a0 + b0, a1 + b1),
+    so each layer alone predicts it only partly and the two side by side predict it exactly."""
+    g = torch.Generator().manual_seed(seed)
+    a, b = torch.randn(n, 6, generator=g), torch.randn(n, 6, generator=g)
+    s = a[:, :2] + b[:, :2]
+    y = (s[:, 0] > 0).long() * 2 + (s[:, 1] > 0).long()
+    return [a, b], y
+
+
+def test_concat_readout_reads_information_spread_over_layers():
+    data = [_two_layer_split(n, s) for n, s in ((800, 1), (300, 2), (600, 3))]
+    concat = fit_probe(*data, 4, ProbeConfig(layer="concat"), "accuracy", False)
+    assert concat["test"]["accuracy"] > 0.9
+    assert set(concat["hparams"]) == {"l2", "iterations", "layer", "hidden"}
+    assert concat["hparams"]["layer"] == "concat" and concat["hparams"]["l2"] in ProbeConfig().l2s
+    assert concat["layer_weights"] == pytest.approx([0.5, 0.5], abs=0.15) and sum(concat["layer_weights"]) == \
+        pytest.approx(1.0)
+    # a softmax-weighted sum mixes the layers into one 6-d vector: a + b is all it needs here, so it
+    # can do as well; one layer alone cannot
+    one = fit_probe(*data, 4, ProbeConfig(layer=0, lrs=(1e-2,), weight_decays=(0.0,), max_epochs=40),
+                    "accuracy", False)
+    assert one["test"]["accuracy"] < concat["test"]["accuracy"] - 0.2
+
+
+def test_concat_readout_is_convex_and_seed_free():
+    data = [_split(n, s, informative_layer=1, num_layers=3, dims=(8, 12, 6)) for n, s in ((300, 1), (100, 2), (200, 3))]
+    first = fit_probe(*data, 4, ProbeConfig(layer="concat", seed=0), "accuracy", False)
+    again = fit_probe(*data, 4, ProbeConfig(layer="concat", seed=7), "accuracy", False)
+    assert first == again
+    assert first["test"]["accuracy"] > 0.9
+    assert int(np.argmax(first["layer_weights"])) == 1 and first["layer_weights"][1] > 0.5
+    # the penalty chosen on dev is applied: a huge L2 keeps the weights near zero and the score at chance
+    crushed = fit_probe(*data, 4, ProbeConfig(layer="concat", l2s=(1e3,)), "accuracy", False)
+    assert crushed["hparams"]["l2"] == 1e3 and crushed["test"]["accuracy"] < 0.45
+    probe = ConcatLinearProbe([8, 12, 6], 4)
+    assert probe([torch.zeros(5, 8), torch.zeros(5, 12), torch.zeros(5, 6)]).shape == (5, 4)
+    multi = [(x, torch.nn.functional.one_hot(y, 4).float()) for x, y in data]
+    assert fit_probe(*multi, 4, ProbeConfig(layer="concat"), "map", True)["test"]["map"] > 0.9
+    with pytest.raises(ValueError, match="linear"):
+        fit_probe(*data, 4, ProbeConfig(layer="concat", hidden=8), "accuracy", False)
+
+
+def test_probe_stamp_fields_keep_old_stamps():
+    assert set(ProbeConfig().stamp_fields()) == {"layer", "hidden", "lrs", "weight_decays", "max_epochs",
+                                                 "batch_size", "seed"}
+    assert ProbeConfig(layer="concat").stamp_fields()["l2s"] == ProbeConfig().l2s
+
+
 # ---- tasks and frame labels -------------------------------------------------------------------
 def test_frame_labels_from_note_table_and_inline_triples(tmp_path):
     table = tmp_path / "clip1.tsv"
@@ -198,6 +247,23 @@ def test_probe_command_end_to_end(corpus, tmp_path, capfd):
     assert len(list((out / "features").glob("fbank-*/train-*/.done"))) == 1
     probe_bin.main(argv)
     assert "is up to date" in capfd.readouterr().err
+
+
+def test_probe_command_concat_readout(corpus, tmp_path, capfd):
+    from usad2.bin import probe as probe_bin
+
+    out = tmp_path / "probe"
+    argv = ["--model", "fbank", "--model", "random_init=tiny", "--data_root", str(corpus), "--out_dir", str(out),
+            "--max_frame_utts", "10", "--tasks", "pitch_class,note_activity"]
+    assert probe_bin.main(argv + ["--lrs", "1e-2", "--weight_decays", "0", "--max_epochs", "5"]) == 0
+    assert probe_bin.main(argv + ["--layer", "concat", "--l2s", "1e-3,1e-1"]) == 0
+    assert "is up to date" not in capfd.readouterr().err   # another read-out, another stamp
+    results = json.loads((out / "results.json").read_text())
+    assert results["fbank"]["note_activity"] > 0.85 and results["fbank"]["pitch_class"] > 0.6
+    details = json.loads((out / "details.json").read_text())
+    d = details["random_init"]["note_activity"]
+    assert d["hparams"]["layer"] == "concat" and d["hparams"]["l2"] in (1e-3, 1e-1)
+    assert len(d["layer_weights"]) == 5 and sum(d["layer_weights"]) == pytest.approx(1.0)
 
 
 def test_student_export_and_heads_of_a_training_checkpoint(corpus, tmp_path):
@@ -309,6 +375,12 @@ def test_bad_specs_are_config_errors(corpus, tmp_path):
         probe(["fbank", "fbank"], str(tmp_path), str(tmp_path / "o"))
     with pytest.raises(ConfigError, match=r"--layer 3: model fbank has layers 0..0 \(fbank\)"):
         probe(["fbank"], str(corpus), str(tmp_path / "o"), tasks="pitch_class", layer="3")
+    with pytest.raises(ConfigError, match="'weighted', 'concat' or a layer index"):
+        probe(["fbank"], str(corpus), str(tmp_path / "o"), tasks="pitch_class", layer="all")
+    with pytest.raises(ConfigError, match="--layer concat is a linear read-out"):
+        probe(["fbank"], str(corpus), str(tmp_path / "o"), tasks="pitch_class", layer="concat", hidden=8)
+    with pytest.raises(ConfigError, match="--l2s"):
+        probe(["fbank"], str(corpus), str(tmp_path / "o"), tasks="pitch_class", layer="concat", l2s=())
     with pytest.raises(ConfigError, match="not in suite"):
         probe(["fbank"], str(tmp_path), str(tmp_path / "o"), tasks="nope")
     with pytest.raises(ConfigError, match="seed after '@' must be a whole number"):

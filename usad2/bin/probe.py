@@ -19,7 +19,7 @@ import torch
 
 from usad2.errors import ConfigError
 from usad2.probe.features import model_from_spec, spec_card_names
-from usad2.probe.heads import ProbeConfig
+from usad2.probe.heads import CONCAT_L2S, ProbeConfig
 from usad2.probe.run import run_probe
 from usad2.probe.tasks import get_suite
 from usad2.teachers.registry import add_teacher_cards_option
@@ -46,12 +46,16 @@ def get_parser():
     parser.add_argument("--feature_cache", default="",
                         help="feature cache folder, shareable between experiments (empty: <out_dir>/features)")
     parser.add_argument("--layer", default="weighted",
-                        help="'weighted' (learned softmax weights) or a 0-based index into the model's layers "
-                        "(student: 0 = frontend; teacher: 0 = its layer 1; names in details.json)")
+                        help="'weighted' (learned softmax weights, s3prl's featurizer), 'concat' (every layer "
+                        "side by side, a linear map fitted to convergence by L-BFGS, L2 chosen on dev from "
+                        "--l2s) or a 0-based index into the model's layers (student: 0 = frontend; teacher: "
+                        "0 = its layer 1; names in details.json)")
     parser.add_argument("--hidden", type=int, default=0, help="0: linear head; N > 0: MLP with N hidden units")
     parser.add_argument("--lrs", default="1e-3,1e-2", help="learning rates tried (comma-separated)")
     parser.add_argument("--weight_decays", default="0,1e-3", help="weight decays tried (comma-separated)")
     parser.add_argument("--max_epochs", type=int, default=40, help="epochs per probe (best epoch chosen on dev)")
+    parser.add_argument("--l2s", default=",".join(f"{x:g}" for x in CONCAT_L2S),
+                        help="--layer concat: L2 penalties tried (comma-separated; per mean example loss)")
     parser.add_argument("--max_frames", type=int, default=20000, help="frames per split for frame-level tasks")
     parser.add_argument("--max_frame_utts", type=int, default=200,
                         help="utterances per data dir whose frames are kept for frame-level tasks")
@@ -108,7 +112,7 @@ def user_card_files(model_specs, card_dirs=None):
 def probe(model_specs, data_root, out_dir, suite="demo", tasks="", train_set="train", dev_set="dev",
           test_set="test", layer="weighted", hidden=0, lrs=(1e-3, 1e-2), weight_decays=(0.0, 1e-3),
           max_epochs=40, max_frames=20000, seed=0, device="cpu", force=False, max_frame_utts=200,
-          feature_cache="", precision="auto", teacher_cards=None):
+          feature_cache="", precision="auto", teacher_cards=None, l2s=CONCAT_L2S):
     """Probe the models of `model_specs` on the suite; returns the results dict (results.json)."""
     suite_tasks = get_suite(suite, train_set, dev_set, test_set)
     if tasks:
@@ -117,15 +121,20 @@ def probe(model_specs, data_root, out_dir, suite="demo", tasks="", train_set="tr
         if unknown:
             raise ConfigError(f"--tasks: {unknown} not in suite {suite!r} ({[t.name for t in suite_tasks]})")
         suite_tasks = [t for t in suite_tasks if t.name in wanted]
-    if layer != "weighted" and not str(layer).isdigit():
-        raise ConfigError(f"--layer: 'weighted' or a layer index, got {layer!r}")
+    if layer not in ("weighted", "concat") and not str(layer).isdigit():
+        raise ConfigError(f"--layer: 'weighted', 'concat' or a layer index, got {layer!r}")
+    if layer == "concat" and hidden:
+        raise ConfigError(f"--layer concat is a linear read-out; --hidden {hidden} needs --layer weighted or N")
+    if layer == "concat" and (not l2s or min(l2s) < 0):
+        raise ConfigError(f"--l2s: one or more penalties >= 0, got {l2s!r}")
     model_specs = expand_specs(model_specs)
     names = [s.partition("=")[0] for s in model_specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"--model: duplicate model names in {names}")
-    config = ProbeConfig(layer=layer if layer == "weighted" else int(layer), hidden=hidden, lrs=tuple(lrs),
-                         weight_decays=tuple(weight_decays), max_epochs=max_epochs, seed=seed)
-    args = {"models": list(model_specs), "suite": [t.__dict__ for t in suite_tasks], "config": config.__dict__,
+    config = ProbeConfig(layer=layer if layer in ("weighted", "concat") else int(layer), hidden=hidden,
+                         lrs=tuple(lrs), weight_decays=tuple(weight_decays), max_epochs=max_epochs, seed=seed,
+                         l2s=tuple(l2s))
+    args = {"models": list(model_specs), "suite": [t.__dict__ for t in suite_tasks], "config": config.stamp_fields(),
             "max_frames": max_frames, "max_frame_utts": max_frame_utts}
     resolved = resolve_precision(precision, device)
     if resolved != "fp32":  # fp32 results keep the stamps they had before the option existed
@@ -161,7 +170,8 @@ def main(argv=None):
     probe(args.model, args.data_root, args.out_dir, args.suite, args.tasks, args.train_set, args.dev_set,
           args.test_set, args.layer, args.hidden, _floats(args.lrs, "lrs"),
           _floats(args.weight_decays, "weight_decays"), args.max_epochs, args.max_frames, args.seed,
-          args.device, args.force, args.max_frame_utts, args.feature_cache, args.precision, args.teacher_cards)
+          args.device, args.force, args.max_frame_utts, args.feature_cache, args.precision, args.teacher_cards,
+          _floats(args.l2s, "l2s"))
     return 0
 
 

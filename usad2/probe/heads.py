@@ -10,6 +10,13 @@ weighting (or the chosen layer) then applies within each group and the groups' r
 concatenated, so the probe sees every part at once. Training: Adam, cross-entropy
 (binary cross-entropy for multi-label tasks), a fixed seed; every epoch is scored on dev and the
 best (lr, weight decay, epoch) on the task's metric is the one whose test score is reported.
+
+`layer="concat"` is the other common frozen-feature read-out (linear evaluation on all layers,
+as in HEAR-style or pooled-layer probing): every standardised layer side by side, one linear map,
+fitted by full-batch L-BFGS to convergence with an L2 penalty chosen on dev from `l2s`. The fit is
+convex and starts from zero, so it has no epoch or seed to select and two runs give the same
+score; a softmax-weighted sum instead reads one mixture of layers of the widest layer's width,
+which under-reads a model whose task information is spread over several layers (docs/method.md §6).
 """
 import dataclasses
 import itertools
@@ -23,19 +30,32 @@ from torch import nn
 from usad2.probe import metrics
 
 logger = logging.getLogger(__name__)
+CONCAT_L2S = (1e-4, 1e-3, 1e-2, 1e-1)
+CONCAT_ITERS = 300
 
 
 @dataclasses.dataclass(frozen=True)
 class ProbeConfig:
     """Probe shape and the tiny grid searched on dev."""
 
-    layer: object = "weighted"      # "weighted" or a 0-based layer index
+    layer: object = "weighted"      # "weighted", "concat" or a 0-based layer index
     hidden: int = 0                 # 0: linear head; > 0: MLP with this hidden width
     lrs: tuple = (1e-3, 1e-2)
     weight_decays: tuple = (0.0, 1e-3)
     max_epochs: int = 40
     batch_size: int = 128
     seed: int = 0
+    l2s: tuple = CONCAT_L2S         # layer="concat": L2 strengths tried (per mean example loss)
+    lbfgs_iters: int = CONCAT_ITERS  # layer="concat": L-BFGS iterations at most
+
+    def stamp_fields(self):
+        """The fields that define this probe's results (the concat read-out's only when it is used),
+        so that stamps written before the concat read-out existed still match."""
+        fields = dict(self.__dict__)
+        if self.layer != "concat":
+            fields.pop("l2s")
+            fields.pop("lbfgs_iters")
+        return fields
 
 
 class Standardizer:
@@ -103,6 +123,26 @@ class LayerProbe(nn.Module):
         return out
 
 
+class ConcatLinearProbe(nn.Module):
+    """Every layer side by side -> one linear map (the `concat` read-out)."""
+
+    def __init__(self, widths, num_outputs):
+        super().__init__()
+        self.widths = list(widths)
+        self.head = nn.Linear(sum(self.widths), num_outputs)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, layers):
+        return self.head(torch.cat(layers, 1))
+
+    def layer_weights(self):
+        """Each layer's share of the squared weight norm: where the read-out found the task."""
+        sq = [w.square().sum().item() for w in self.head.weight.detach().split(self.widths, 1)]
+        total = sum(sq) or 1.0
+        return [x / total for x in sq]
+
+
 def _group_members(groups, num_layers):
     """[[layer indices] per group] in order of first appearance; one group of all without `groups`."""
     if groups is None:
@@ -151,14 +191,53 @@ def train_one(train, dev, num_outputs, config, lr, weight_decay, metric, multi_l
     return best[2], best[1], best[3], widths
 
 
+def train_concat(train, num_outputs, l2, multi_label, max_iter=CONCAT_ITERS):
+    """The concat read-out fitted to convergence: (probe, L-BFGS iterations used).
+
+    Loss: mean cross-entropy (BCE for multi-label) + l2 * squared norm of the weights (not the bias).
+    """
+    xs, y = train
+    x = torch.cat(xs, 1)
+    probe = ConcatLinearProbe([t.shape[1] for t in xs], num_outputs)
+    opt = torch.optim.LBFGS(probe.parameters(), lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-6, tolerance_change=1e-9)
+
+    def closure():
+        opt.zero_grad()
+        loss = _loss(probe.head(x), y, multi_label) + l2 * probe.head.weight.square().sum()
+        loss.backward()
+        return loss
+    opt.step(closure)
+    return probe, opt.state[probe.head.weight].get("n_iter", 0)
+
+
+def _fit_concat(train, dev, test, num_outputs, config, metric, multi_label):
+    chosen = None
+    for l2 in config.l2s:
+        probe, iters = train_concat(train, num_outputs, l2, multi_label, config.lbfgs_iters)
+        probe.eval()
+        scores = evaluate(probe, dev[0], dev[1], multi_label)
+        logger.debug("l2 %g: dev %s after %d L-BFGS iterations", l2, scores, iters)
+        if chosen is None or scores[metric] > chosen[0][metric]:
+            chosen = (scores, {"l2": l2, "iterations": iters}, probe)
+    scores, hparams, probe = chosen
+    return {"test": evaluate(probe, test[0], test[1], multi_label), "dev": scores,
+            "hparams": {**hparams, "layer": "concat", "hidden": 0}, "layer_weights": probe.layer_weights()}
+
+
 def fit_probe(train, dev, test, num_outputs, config, metric, multi_label, groups=None):
     """Grid over lr x weight decay (and epochs) on dev; test metrics of the selected probe.
 
-    train/dev/test: (list of (N, D_l) float tensors, labels); `groups`: see LayerProbe. Returns a
-    dict with test and dev metrics, the chosen hyper-parameters and the learned layer weights.
+    train/dev/test: (list of (N, D_l) float tensors, labels); `groups`: see LayerProbe (the concat
+    read-out ignores them: it reads every layer). Returns a dict with test and dev metrics, the
+    chosen hyper-parameters and the learned layer weights.
     """
     std = Standardizer(train[0])
     train, dev, test = [(std(xs), y) for xs, y in (train, dev, test)]
+    if config.layer == "concat":
+        if config.hidden:
+            raise ValueError("the concat read-out is linear (hidden 0)")
+        return _fit_concat(train, dev, test, num_outputs, config, metric, multi_label)
     chosen = None
     for lr, wd in itertools.product(config.lrs, config.weight_decays):
         scores, epoch, state, widths = train_one(train, dev, num_outputs, config, lr, wd, metric, multi_label,

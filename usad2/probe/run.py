@@ -175,7 +175,7 @@ def probe_model(model, available, data_root, cache_root, config, max_frames=2000
 
     `fresh`: cache paths already (re)computed in this run (see extract_features).
     """
-    if config.layer != "weighted" and not 0 <= int(config.layer) < _layer_range(model):
+    if config.layer not in ("weighted", "concat") and not 0 <= int(config.layer) < _layer_range(model):
         raise ConfigError(f"--layer {config.layer}: model {model.name} has layers 0..{_layer_range(model) - 1} "
                           f"({', '.join(model.names())})")
     splits = sorted({s for task, _ in available for s in task.splits().values()})
