@@ -12,9 +12,8 @@ concatenated, so the probe sees every part at once. Training: Adam, cross-entrop
 best (lr, weight decay, epoch) on the task's metric is the one whose test score is reported.
 
 `layer="concat"` is the other common frozen-feature read-out (linear evaluation of pooled layers,
-all at once): every standardised layer side by side, one linear map,
-fitted by full-batch L-BFGS to convergence with an L2 penalty chosen on dev from `l2s`. The fit is
-convex and starts from zero, so it has no epoch or seed to select and two runs give the same
+all at once): every standardised layer side by side, one linear map fitted by full-batch L-BFGS to
+convergence with an L2 penalty chosen on dev from `l2s`. The fit is convex and starts from zero, so it has no epoch or seed to select and two runs give the same
 score; a softmax-weighted sum instead reads one mixture of layers of the widest layer's width,
 which can under-read a model whose task information is spread over several layers
 (docs/method.md §6).
@@ -227,7 +226,8 @@ def _fit_concat(train, dev, test, num_outputs, config, metric, multi_label):
 
 
 def fit_probe(train, dev, test, num_outputs, config, metric, multi_label, groups=None):
-    """Grid over lr x weight decay (and epochs) on dev; test metrics of the selected probe.
+    """Grid over lr x weight decay (and epochs), or over l2 for the concat read-out, on dev; test metrics
+    of the selected probe.
 
     train/dev/test: (list of (N, D_l) float tensors, labels); `groups`: see LayerProbe (the concat
     read-out ignores them: it reads every layer). Returns a dict with test and dev metrics, the
