@@ -19,7 +19,7 @@ import torch
 
 from usad2.errors import ConfigError
 from usad2.probe.features import model_from_spec, spec_card_names
-from usad2.probe.heads import CONCAT_L2S, ProbeConfig
+from usad2.probe.heads import CONCAT_L2S, NAMED_READOUTS, ProbeConfig
 from usad2.probe.run import run_probe
 from usad2.probe.tasks import get_suite
 from usad2.teachers.registry import add_teacher_cards_option
@@ -121,7 +121,7 @@ def probe(model_specs, data_root, out_dir, suite="demo", tasks="", train_set="tr
         if unknown:
             raise ConfigError(f"--tasks: {unknown} not in suite {suite!r} ({[t.name for t in suite_tasks]})")
         suite_tasks = [t for t in suite_tasks if t.name in wanted]
-    if layer not in ("weighted", "concat") and not str(layer).isdigit():
+    if layer not in NAMED_READOUTS and not str(layer).isdigit():
         raise ConfigError(f"--layer: 'weighted', 'concat' or a layer index, got {layer!r}")
     if layer == "concat" and hidden:
         raise ConfigError(f"--layer concat is a linear read-out; --hidden {hidden} needs --layer weighted or N")
@@ -131,7 +131,7 @@ def probe(model_specs, data_root, out_dir, suite="demo", tasks="", train_set="tr
     names = [s.partition("=")[0] for s in model_specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"--model: duplicate model names in {names}")
-    config = ProbeConfig(layer=layer if layer in ("weighted", "concat") else int(layer), hidden=hidden,
+    config = ProbeConfig(layer=layer if layer in NAMED_READOUTS else int(layer), hidden=hidden,
                          lrs=tuple(lrs), weight_decays=tuple(weight_decays), max_epochs=max_epochs, seed=seed,
                          l2s=tuple(l2s))
     args = {"models": list(model_specs), "suite": [t.__dict__ for t in suite_tasks], "config": config.stamp_fields(),

@@ -30,6 +30,7 @@ from torch import nn
 from usad2.probe import metrics
 
 logger = logging.getLogger(__name__)
+NAMED_READOUTS = ("weighted", "concat")  # the values of `layer` that are not a layer index
 CONCAT_L2S = (1e-4, 1e-3, 1e-2, 1e-1)
 CONCAT_ITERS = 300
 

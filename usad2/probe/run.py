@@ -30,7 +30,7 @@ from usad2.data.datadir import load_data_dir
 from usad2.errors import ConfigError
 from usad2.probe import tasks as tasks_mod
 from usad2.probe.cache import extract_features
-from usad2.probe.heads import ProbeConfig, fit_probe
+from usad2.probe.heads import NAMED_READOUTS, ProbeConfig, fit_probe
 from usad2.probe.metrics import chance_score
 from usad2.utils.atomic import atomic_write_text
 
@@ -175,7 +175,7 @@ def probe_model(model, available, data_root, cache_root, config, max_frames=2000
 
     `fresh`: cache paths already (re)computed in this run (see extract_features).
     """
-    if config.layer not in ("weighted", "concat") and not 0 <= int(config.layer) < _layer_range(model):
+    if config.layer not in NAMED_READOUTS and not 0 <= int(config.layer) < _layer_range(model):
         raise ConfigError(f"--layer {config.layer}: model {model.name} has layers 0..{_layer_range(model) - 1} "
                           f"({', '.join(model.names())})")
     splits = sorted({s for task, _ in available for s in task.splits().values()})
