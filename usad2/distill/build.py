@@ -6,7 +6,8 @@ import dataclasses
 import logging
 
 from usad2.distill.task import stage1_spec, stage2_spec
-from usad2.errors import ConfigError
+from usad2.distill.weighting import parse_teacher_weights, teacher_scales
+from usad2.errors import ConfigError, TeacherError
 from usad2.models.checkpoint import read_model_file
 from usad2.models.heads import head_key
 from usad2.models.presets import get_preset
@@ -91,6 +92,31 @@ def teacher_specs(cfg, num_student_layers):
         else:
             specs.append(spec)
     return specs
+
+
+def loss_scales(cfg, specs, check_cards=True):
+    """--teacher_weights as one loss multiplier per spec (1 for teachers it does not name).
+
+    A name outside this run that is a known card (a config shared by stage 1 and stage 2) is
+    ignored with a warning, as --student_layers does; one that is no card stops the run.
+    `check_cards` False (re-reading a finished run) skips the card lookup.
+    """
+    scales = parse_teacher_weights(cfg.teacher_weights)
+    names = [s.name for s in specs]
+    outside = sorted(set(scales) - set(names))
+    if check_cards:
+        for name in outside:
+            try:
+                load_card(name, cfg.teacher_cards or None)
+            except TeacherError as e:
+                raise ConfigError(f"--teacher_weights names {name}, not among this run's teachers "
+                                  f"({', '.join(names)}) and no teacher card: {e}") from None
+            logger.warning("--teacher_weights names %s, not among this run's teachers (%s): ignored",
+                           name, ", ".join(names))
+    values = teacher_scales(names, scales, known=outside)
+    if scales:
+        logger.info("teacher loss scales: %s", ", ".join(f"{n} x{v:g}" for n, v in zip(names, values)))
+    return values
 
 
 def heads_hidden(heads_state):

@@ -20,6 +20,7 @@ import dataclasses
 import logging
 from typing import Optional
 
+from usad2.distill.weighting import format_teacher_weights, parse_teacher_weights
 from usad2.errors import ConfigError
 from usad2.models.presets import PRESETS
 from usad2.teachers.mapping import format_student_layers, parse_student_layers
@@ -74,6 +75,9 @@ class TrainConfig:
         "'basic_pitch=1,2,3' (';' between teachers)", identity=True)
     omega: float = _option(10.0, "domain weight ω (1 = USAD v1 uniform weights)")
     any_weight: float = _option(1.0, "weight of teachers of domain 'any'")
+    teacher_weights: Optional[str] = _option(
+        None, "per teacher, a multiplier of its loss weight on every utterance, after the domain rule, e.g. "
+        "'speech_embedding=2,resemblyzer=0.5' (default 1; 0 = keep its heads, no loss)", identity=True)
     domain_source: str = _option("labels", "each utterance's domain: labels (utt2domain), infer (the posteriors of "
                                  "utt2domain_post from usad2.bin.infer_domains: soft weights) or mixed (labels "
                                  "where known, posteriors elsewhere)", choices=("labels", "infer", "mixed"),
@@ -147,6 +151,7 @@ class TrainConfig:
         # a malformed map fails here, before anything runs; spellings of one map (spaces, order, a YAML
         # dict) become one string, so a resume compares meanings
         self.student_layers = format_student_layers(parse_student_layers(self.student_layers))
+        self.teacher_weights = format_teacher_weights(parse_teacher_weights(self.teacher_weights))
         if self.student is None and not self.init:
             self.student = "tiny"
         if self.teacher_mode == "online":

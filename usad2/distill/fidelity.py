@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from usad2.distill.align import align
+from usad2.distill.build import loss_scales
 from usad2.distill.config import TrainConfig
 from usad2.distill.target_sources import OfflineTargets, OnlineTargets, with_probability_targets
 from usad2.distill.task import DistillModel, DistillTask, TargetStats, _spec, denormalise_preds
@@ -134,7 +135,8 @@ def build_from_checkpoint(ckpt, where, device="cpu"):
     stats = TargetStats(ckpt["target_stats"]) if ckpt.get("target_stats") else None
     task = DistillTask(specs, student.timing.rate, student.timing.offset, omega=cfg.omega,
                        any_weight=cfg.any_weight, tolerance=cfg.tolerance, stats=stats,
-                       probability_targets=cfg.probability_targets)
+                       probability_targets=cfg.probability_targets,
+                       scales=loss_scales(cfg, specs, check_cards=False))
     return model.to(device).eval(), task
 
 

@@ -170,14 +170,15 @@ class DistillTask:
     """Loss, weighting and target normalisation for a list of TeacherSpecs."""
 
     def __init__(self, specs, student_rate, student_offset=0.0, omega=10.0, any_weight=1.0,
-                 tolerance=2, stats=None, probability_targets="raw"):
+                 tolerance=2, stats=None, probability_targets="raw", scales=None):
         if not specs:
             raise ConfigError("no teachers to distil from (--teachers / --stage2_teachers are empty)")
         self.specs = specs
         self.student_rate = fractions.Fraction(student_rate)
         self.student_offset = student_offset
         self.tolerance = tolerance
-        self.weight_table = weight_table([s.domain for s in specs], omega, any_weight)
+        # scales: --teacher_weights, one multiplier per spec (weighting.py)
+        self.weight_table = weight_table([s.domain for s in specs], omega, any_weight, scales)
         self.stats = stats  # a TargetStats or None
         self.heads = [(m, j, key) for m, s in enumerate(specs) for j, key in enumerate(s.keys())]
         # --probability_targets bce: these heads output logits of the teacher's posteriors and are

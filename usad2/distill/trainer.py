@@ -44,7 +44,8 @@ import time
 
 import torch
 
-from usad2.distill.build import build_student, heads_hidden, import_plugins, load_init_heads, teacher_specs
+from usad2.distill.build import (build_student, heads_hidden, import_plugins, load_init_heads, loss_scales,
+                                 teacher_specs)
 from usad2.distill.config import TrainConfig
 from usad2.distill.optim import build_optimizer, clip_gradients
 from usad2.distill.parallel import full_state, load_optimizer_state, wrap
@@ -94,7 +95,8 @@ class Trainer:
         timing = self.student.timing
         self.task = DistillTask(self.specs, timing.rate, timing.offset,
                                 omega=cfg.omega, any_weight=cfg.any_weight, tolerance=cfg.tolerance,
-                                probability_targets=cfg.probability_targets)
+                                probability_targets=cfg.probability_targets,
+                                scales=loss_scales(cfg, self.specs))
         self._build_targets()
         self._build_pipelines()
         if cfg.target_norm == "standardize":

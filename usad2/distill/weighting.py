@@ -9,7 +9,13 @@ Soft domains: an utterance may carry a posterior (p_speech, p_audio, p_music) in
 that posterior, w_m = Σ_d p(d) w_m(d) (`posterior_weights`). The posterior is divided by its sum
 first (files hold rounded decimals); a one-hot posterior gives exactly the hard-label weights
 (1.0 * w + 0.0 * ... is w in floating point), so labelled results are unchanged.
+
+Teacher scales (`--teacher_weights NAME=S,...`, a usad2 option beyond the paper): teacher m's
+weights are multiplied by S_m on every utterance, after the domain rule, so a teacher's share of
+the loss can be raised or lowered without touching the rule (default 1 for every teacher).
 """
+import math
+
 from usad2.errors import ConfigError
 
 UTTERANCE_DOMAINS = ("speech", "audio", "music", "unknown")
@@ -41,9 +47,66 @@ def teacher_weights(teacher_domains, utterance_domain, omega=10.0, any_weight=1.
     return weights
 
 
-def weight_table(teacher_domains, omega=10.0, any_weight=1.0):
-    """{utterance domain: weights} for every domain: the (D, M) lookup the trainer uses."""
-    return {d: teacher_weights(teacher_domains, d, omega, any_weight) for d in UTTERANCE_DOMAINS}
+def weight_table(teacher_domains, omega=10.0, any_weight=1.0, scales=None):
+    """{utterance domain: weights} for every domain: the (D, M) lookup the trainer uses.
+
+    `scales`: one multiplier per teacher (aligned with `teacher_domains`; None = all 1).
+    """
+    scales = [1.0] * len(teacher_domains) if scales is None else [float(x) for x in scales]
+    if len(scales) != len(teacher_domains):
+        raise ConfigError(f"{len(scales)} teacher scales for {len(teacher_domains)} teachers")
+    return {d: [w * s for w, s in zip(teacher_weights(teacher_domains, d, omega, any_weight), scales)]
+            for d in UTTERANCE_DOMAINS}
+
+
+def parse_teacher_weights(text):
+    """"name=2,other=0.5" (or a {name: scale} dict from YAML) -> {name: float}; None/"" -> {}.
+
+    A scale must be a finite number >= 0 (0 keeps the teacher's heads but gives them no loss).
+    """
+    if not text:
+        return {}
+    if isinstance(text, dict):
+        items = list(text.items())
+    else:
+        items = []
+        for part in str(text).split(","):
+            if part.strip():
+                name, sep, value = part.partition("=")
+                if not sep or not name.strip():
+                    raise ConfigError(f"--teacher_weights: {part.strip()!r} is not NAME=SCALE")
+                items.append((name, value))
+    out = {}
+    for name, value in items:
+        name = str(name).strip()
+        try:
+            scale = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"--teacher_weights: the scale of {name!r} is not a number: {value!r}") from None
+        if not math.isfinite(scale) or scale < 0:
+            raise ConfigError(f"--teacher_weights: the scale of {name!r} must be a finite number >= 0, got {scale}")
+        if name in out:
+            raise ConfigError(f"--teacher_weights: {name!r} is given twice")
+        out[name] = scale
+    return out
+
+
+def format_teacher_weights(scales):
+    """{name: scale} -> the canonical "a=2.0,b=0.5" (names sorted), or None when empty."""
+    return ",".join(f"{n}={scales[n]!r}" for n in sorted(scales)) or None
+
+
+def teacher_scales(names, scales, known=None):
+    """The scale of each teacher in `names` (1 where `scales` does not name it).
+
+    A name in `scales` that is not among `names` is a ConfigError (a typo would otherwise be a
+    silent no-op), unless it is in `known` (e.g. a card of the other stage in a shared config).
+    """
+    unused = sorted(set(scales) - set(names) - set(known or ()))
+    if unused:
+        raise ConfigError(f"--teacher_weights names {', '.join(unused)}, not among this run's teachers "
+                          f"({', '.join(names) or 'none'})")
+    return [scales.get(n, 1.0) for n in names]
 
 
 def posterior_weights(table, posterior):

@@ -15,7 +15,7 @@ import numpy as np
 
 from usad2.data.catalog import resolve_domains
 from usad2.data.datadir import load_data_dir
-from usad2.distill.weighting import POSTERIOR_DOMAINS, utterance_weights, weight_table
+from usad2.distill.weighting import POSTERIOR_DOMAINS, parse_teacher_weights, utterance_weights, weight_table
 from usad2.domains.agreement import confusion_table
 from usad2.report import plots
 
@@ -62,8 +62,9 @@ def effective_weights(teachers, config, data_dir):
     data = load_data_dir(data_dir)
     utts = data.utt_ids
     domains = resolve_domains(data, utts, config.get("domain_source", "labels"), data_dir)
+    scales = parse_teacher_weights(config.get("teacher_weights"))
     table = weight_table([t["domain"] for t in teachers], float(config.get("omega", 10.0)),
-                         float(config.get("any_weight", 1.0)))
+                         float(config.get("any_weight", 1.0)), [scales.get(t["name"], 1.0) for t in teachers])
     rows = np.array([utterance_weights(table, d) for d in domains])
     return {t["name"]: rows[:, m] for m, t in enumerate(teachers)}
 
