@@ -120,3 +120,16 @@ def test_distill_records_the_scales_and_refuses_a_changed_resume(tmp_path):
     assert scaled["loss"] != pytest.approx(plain["loss"])
     with pytest.raises(ConfigError, match="teacher_weights"):
         run("scaled", "--teacher_weights", "tiny_speech=2", steps="3")
+
+
+def test_yaml_config_and_command_line_give_the_same_canonical_value(tmp_path):
+    from usad2.bin.distill import parse_args
+
+    conf = tmp_path / "c.yaml"
+    conf.write_text("teacher_weights: yamnet=0.5,speech_embedding=2\n")
+    base = ["--train_dir", "t", "--out_dir", "o"]
+    from_yaml = parse_args(base + ["--config", str(conf)])
+    from_cli = parse_args(base + ["--teacher_weights", "speech_embedding=2.0, yamnet=.5"])
+    assert from_yaml.teacher_weights == from_cli.teacher_weights == "speech_embedding=2.0,yamnet=0.5"
+    assert parse_args(base).teacher_weights is None
+    assert parse_args(base + ["--config", str(conf), "--teacher_weights", "yamnet=3"]).teacher_weights == "yamnet=3.0"
