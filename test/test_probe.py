@@ -430,6 +430,34 @@ def tiny_cards(tmp_path, monkeypatch):
     return cards
 
 
+def test_cache_entry_frames_only_grow(corpus, tmp_path, tiny_cards):
+    """A run asking for fewer frames reads the entry; one asking for others recomputes it with
+    both lists, so the frames a previous run stored are never dropped."""
+    from usad2.probe.cache import extract_features
+    from usad2.probe.features import model_from_spec
+
+    teacher, cache = model_from_spec("tiny_music"), tmp_path / "cache"
+
+    def extract(frame_utts):
+        fresh = set()
+        feats = extract_features(teacher, corpus / "dev", cache, frame_utts, fresh=fresh)
+        return feats, bool(fresh)
+
+    both, computed = extract(["dev_000", "dev_004"])
+    assert computed and sorted(both.frames) == ["dev_000", "dev_004"]
+    fewer, computed = extract(["dev_004"])
+    assert not computed and sorted(fewer.frames) == ["dev_004"]   # read, and only what was asked
+    assert np.array_equal(fewer.frames["dev_004"][0], both.frames["dev_004"][0])
+    assert np.array_equal(fewer.pooled[0], both.pooled[0])
+    none, computed = extract([])
+    assert not computed and none.frames == {}
+    other, computed = extract(["dev_001"])
+    assert computed and sorted(other.frames) == ["dev_001"]
+    again, computed = extract(["dev_000", "dev_001", "dev_004"])   # the union was stored
+    assert not computed and sorted(again.frames) == ["dev_000", "dev_001", "dev_004"]
+    assert np.array_equal(again.frames["dev_000"][1], both.frames["dev_000"][1])
+
+
 def test_teachers_concat_features_come_from_the_teachers_cache(corpus, tmp_path, tiny_cards, caplog):
     from usad2.probe.cache import extract_features
     from usad2.probe.features import ConcatProbe, model_from_spec

@@ -6,8 +6,10 @@ and each corpus gets its own) holds `pooled.npz` (per layer the mean over
 valid frames of every utterance, float32) and `frames.npz` (per layer the frames of the
 utterances a frame-level task needs, float16, concatenated with offsets), plus a `.done` stamp
 whose fingerprint covers the model's identity, the data dir's index files and the frame list,
-so reruns reuse the features and any change recomputes them. A ConcatProbe's features are
-assembled from its parts' cached ones (`concat_features`).
+so reruns reuse the features and any change recomputes them. An entry whose frames cover the
+frame list asked for is reused as it is (a run with fewer frame tasks reads it); one that does
+not is recomputed with the union of both lists, so an entry's frames only ever grow. A
+ConcatProbe's features are assembled from its parts' cached ones (`concat_features`).
 """
 import dataclasses
 import hashlib
@@ -143,21 +145,40 @@ def extract_features(model, data_dir, cache_root, frame_utts=(), batch_seconds=6
     where = hashlib.sha256(os.path.abspath(data_dir).encode()).hexdigest()[:8]
     path = os.path.join(cache_root, f"{model.name}-{identity[:10]}",
                         f"{os.path.basename(os.path.normpath(data_dir))}-{where}")
-    fp = fingerprint({"version": CACHE_VERSION, "model": model.cache_identity(), "frames": sorted(frame_utts),
-                      "data_dir": os.path.abspath(data_dir)}, inputs=[data_dir])
+    def entry_fingerprint(frame_list):
+        return fingerprint({"version": CACHE_VERSION, "model": model.cache_identity(), "frames": sorted(frame_list),
+                            "data_dir": os.path.abspath(data_dir)}, inputs=[data_dir])
+
+    wanted = set(frame_utts)
     fresh = set() if fresh is None else fresh
-    if (force and path not in fresh) or not is_done(path, fp):
+    stored = None if force and path not in fresh else _valid_frame_list(path, entry_fingerprint)
+    if stored is None or not wanted <= stored:
         data = load_data_dir(data_dir)
+        frame_list = sorted(wanted | (stored or set()))
         logger.info("features: %s on %s (%d utterances, frames of %d) -> %s", model.name, data_dir,
-                    len(data), len(frame_utts), path)
-        utts, pooled, frames = _compute(model, data, frame_utts, batch_seconds, max_batch)
+                    len(data), len(frame_list), path)
+        utts, pooled, frames = _compute(model, data, frame_list, batch_seconds, max_batch)
         _save(path, utts, pooled, frames)
-        mark_done(path, fp, {"model": model.name, "data_dir": data_dir})
+        mark_done(path, entry_fingerprint(frame_list), {"model": model.name, "data_dir": data_dir})
         fresh.add(path)
     else:
         logger.info("features: %s on %s: cached in %s", model.name, data_dir, path)
     utts, pooled, frames = _load(path, model.num_layers)
+    frames = {u: x for u, x in frames.items() if u in wanted}
     return FeatureSet(utts, pooled, frames, model.names(), model.frame_rate, model.frame_offset)
+
+
+def _valid_frame_list(path, entry_fingerprint):
+    """The set of utterances whose frames the complete entry at `path` holds, or None when the
+    entry is missing, unfinished or stamped for another model, data dir or version."""
+    if not os.path.isfile(os.path.join(path, "frames.npz")):
+        return None
+    try:
+        with np.load(os.path.join(path, "frames.npz"), allow_pickle=False) as z:
+            stored = [str(u) for u in z["utt_ids"]]
+    except (OSError, ValueError, KeyError):
+        return None
+    return set(stored) if is_done(path, entry_fingerprint(stored)) else None
 
 
 def _hold_frames(frames, rate, offset, times):
