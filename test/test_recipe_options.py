@@ -53,7 +53,8 @@ def test_recipe_defaults_run_both_stages(recorded_recipe):
     assert [line.split()[1] for line in lines] == ["usad2.bin.distill", "usad2.bin.distill", "usad2.bin.export",
                                                    "usad2.bin.export", "usad2.bin.probe"]
     s1, s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"]
-    assert "--omega" not in s1 and _val(s1, "--teachers") == "speech_embedding,yamnet,basic_pitch"
+    assert "--omega" not in s1 and "--teacher_weights" not in s1
+    assert _val(s1, "--teachers") == "speech_embedding,yamnet,basic_pitch"
     # both trainings as two one-thread processes (the demo recipe's --nproc 2; its configs: threads 1)
     launches = (recorded_recipe[2].parent / "launches.txt").read_text().splitlines()
     assert launches == ["torchrun --standalone --nproc-per-node 2 usad2.bin.distill"] * 2
@@ -101,11 +102,14 @@ def test_recipe_stage1_only(recorded_recipe):
 
 def test_recipe_ablation_options(recorded_recipe):
     r, verbs, lines = _recipe(recorded_recipe, "--omega", "1", "--drop_teachers", "basic_pitch", "--run_plus", "true",
-                              "--stage2_init", "scratch", "--s3prl_probe", "true", "--s3prl_steps", "7")
+                              "--stage2_init", "scratch", "--s3prl_probe", "true", "--s3prl_steps", "7",
+                              "--teacher_weights", "speech_embedding=2,resemblyzer=0.5")
     assert r.returncode == 0, r.stderr
     s1, s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"]
     assert _val(s1, "--teachers") == "speech_embedding,yamnet" and _val(s1, "--omega") == "1"
     assert _val(s2, "--omega") == "1" and _val(s2, "--student") == "mini6" and "--init" not in s2
+    # one value for both stages: distill ignores (with a warning) a card that is not in the stage
+    assert _val(s1, "--teacher_weights") == _val(s2, "--teacher_weights") == "speech_embedding=2,resemblyzer=0.5"
     assert _val(s2, "--stage2_teachers") == "resemblyzer,yamnet"
     assert "Stage 6: distill stage 2 (\"+\") from scratch" in r.stderr
     assert "basic_pitch" not in " ".join(verbs["probe"])

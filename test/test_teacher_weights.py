@@ -133,3 +133,20 @@ def test_yaml_config_and_command_line_give_the_same_canonical_value(tmp_path):
     assert from_yaml.teacher_weights == from_cli.teacher_weights == "speech_embedding=2.0,yamnet=0.5"
     assert parse_args(base).teacher_weights is None
     assert parse_args(base + ["--config", str(conf), "--teacher_weights", "yamnet=3"]).teacher_weights == "yamnet=3.0"
+
+
+def test_a_card_of_the_other_stage_is_ignored_and_a_non_card_is_an_error():
+    """The recipe hands one --teacher_weights to stages 1 and 2: resemblyzer (a stage-2 card) in
+    stage 1 is ignored; a name that is no card at all is refused."""
+    from types import SimpleNamespace
+
+    from usad2.distill.build import loss_scales
+    from usad2.distill.config import TrainConfig
+
+    specs = [SimpleNamespace(name="speech_embedding"), SimpleNamespace(name="yamnet")]
+    cfg = TrainConfig(train_dir="t", out_dir="o", teacher_weights="resemblyzer=0.5,speech_embedding=2")
+    assert loss_scales(cfg, specs) == [2.0, 1.0]
+    cfg = TrainConfig(train_dir="t", out_dir="o", teacher_weights="resemblyzr=0.5")
+    with pytest.raises(ConfigError, match="names resemblyzr, not among this run's teachers .* no teacher card"):
+        loss_scales(cfg, specs)
+    assert loss_scales(cfg, specs, check_cards=False) == [1.0, 1.0]  # re-reading a finished run
