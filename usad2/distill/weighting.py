@@ -17,6 +17,7 @@ the loss can be raised or lowered without touching the rule (default 1 for every
 import math
 
 from usad2.errors import ConfigError
+from usad2.utils.cli import named_values
 
 UTTERANCE_DOMAINS = ("speech", "audio", "music", "unknown")
 POSTERIOR_DOMAINS = ("speech", "audio", "music")  # the order of a posterior's entries
@@ -66,19 +67,8 @@ def parse_teacher_weights(text):
     """
     if not text:
         return {}
-    if isinstance(text, dict):
-        items = list(text.items())
-    else:
-        items = []
-        for part in str(text).split(","):
-            if part.strip():
-                name, sep, value = part.partition("=")
-                if not sep or not name.strip():
-                    raise ConfigError(f"--teacher_weights: {part.strip()!r} is not NAME=SCALE")
-                items.append((name, value))
     out = {}
-    for name, value in items:
-        name = str(name).strip()
+    for name, value in named_values(text, ",", "--teacher_weights", "NAME=SCALE"):
         try:
             scale = float(value)
         except (TypeError, ValueError):

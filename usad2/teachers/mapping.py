@@ -13,6 +13,7 @@ The student side can be chosen per teacher too (`parse_student_layers`, distill'
 student layers instead of floor(k·L_S/K), e.g. to keep the top layer for the other teachers.
 """
 from usad2.errors import ConfigError
+from usad2.utils.cli import named_values
 
 
 def student_layers(num_student_layers, k):
@@ -34,23 +35,13 @@ def parse_student_layers(text):
     """"name=1,2,3;other=2,3,4" (or a {name: [layers]} dict from YAML) -> {name: [int, ...]}."""
     if not text:
         return {}
-    if isinstance(text, dict):
-        items = list(text.items())
-    else:
-        items = []
-        for part in str(text).split(";"):
-            if part.strip():
-                name, sep, layers = part.partition("=")
-                if not sep:
-                    raise ConfigError(f"--student_layers: {part.strip()!r} is not NAME=LAYER,LAYER,...")
-                items.append((name, layers))
     out = {}
-    for name, layers in items:
+    for name, layers in named_values(text, ";", "--student_layers", "NAME=LAYER,LAYER,..."):
         values = layers if isinstance(layers, (list, tuple)) else str(layers).split(",")
         try:
-            out[str(name).strip()] = [int(v) for v in values if str(v).strip()]
+            out[name] = [int(v) for v in values if str(v).strip()]
         except ValueError:
-            raise ConfigError(f"--student_layers: layers of {str(name).strip()!r} are not integers: {layers!r}")
+            raise ConfigError(f"--student_layers: layers of {name!r} are not integers: {layers!r}")
     return out
 
 

@@ -21,6 +21,26 @@ def str2bool(value):
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
+def named_values(text, separator, option, form):
+    """[(name, value text), ...] of a per-name option ("a=1;b=2", or a {name: value} dict from YAML).
+
+    `separator` splits the entries; `option` and `form` (e.g. "NAME=SCALE") name the option and
+    the expected spelling in the ConfigError for an entry without "=" or without a name.
+    """
+    from usad2.errors import ConfigError
+
+    if isinstance(text, dict):
+        return [(str(name).strip(), value) for name, value in text.items()]
+    items = []
+    for part in str(text).split(separator):
+        if part.strip():
+            name, sep, value = part.partition("=")
+            if not sep or not name.strip():
+                raise ConfigError(f"{option}: {part.strip()!r} is not {form}")
+            items.append((name.strip(), value))
+    return items
+
+
 def make_parser(description):
     """An ArgumentParser whose --help shows every default."""
     return argparse.ArgumentParser(description=description,
