@@ -51,7 +51,7 @@ run_plus=true           # run stage 6 (the "+" stage-2 training, the paper's ful
 stage2_init=stage1      # stage 6 starts from: stage1 (the stage-5 model) or scratch (a random --student)
 plus_keep_stage1=false  # true: stage 6 keeps distilling the stage-1 teachers beside the "+" ones (false: dropped, as the paper)
 omega=""                # domain weight ω of stages 5 and 6 (empty: the verb's default, 10; 1 = uniform)
-teacher_weights=""      # per-teacher loss scales of stages 5 and 6, NAME=S,... (e.g. speech_embedding=2; docs/method.md §3.5); empty: 1 each
+teacher_weights=""      # per-teacher loss scales of stages 5 and 6, NAME=S,... (e.g. speech_embedding=2; docs/method.md §3.5); empty: the stage configs' value, else 1 each
 domain_source=labels    # training domains: labels (utt2domain), infer (stage 3 tags every clip: soft weights from utt2domain_post) or mixed (labels where known, inferred elsewhere)
 domain_tagger=yamnet    # tagger of --domain_source infer|mixed (usad2.bin.infer_domains --tagger)
 drop_teachers=""        # teacher cards removed from --teachers, comma-separated (ablation, e.g. basic_pitch)
