@@ -6,7 +6,7 @@ import dataclasses
 import logging
 
 from usad2.distill.task import stage1_spec, stage2_spec
-from usad2.distill.weighting import parse_teacher_weights, teacher_scales
+from usad2.distill.weighting import parse_teacher_weights
 from usad2.errors import ConfigError, TeacherError
 from usad2.models.checkpoint import read_model_file
 from usad2.models.heads import head_key
@@ -113,7 +113,7 @@ def loss_scales(cfg, specs, check_cards=True):
                                   f"({', '.join(names)}) and no teacher card: {e}") from None
             logger.warning("--teacher_weights names %s, not among this run's teachers (%s): ignored",
                            name, ", ".join(names))
-    values = teacher_scales(names, scales, known=outside)
+    values = [scales.get(n, 1.0) for n in names]
     if scales:
         logger.info("teacher loss scales: %s", ", ".join(f"{n} x{v:g}" for n, v in zip(names, values)))
     return values

@@ -86,19 +86,6 @@ def format_teacher_weights(scales):
     return ",".join(f"{n}={scales[n]!r}" for n in sorted(scales)) or None
 
 
-def teacher_scales(names, scales, known=None):
-    """The scale of each teacher in `names` (1 where `scales` does not name it).
-
-    A name in `scales` that is not among `names` is a ConfigError (a typo would otherwise be a
-    silent no-op), unless it is in `known` (e.g. a card of the other stage in a shared config).
-    """
-    unused = sorted(set(scales) - set(names) - set(known or ()))
-    if unused:
-        raise ConfigError(f"--teacher_weights names {', '.join(unused)}, not among this run's teachers "
-                          f"({', '.join(names) or 'none'})")
-    return [scales.get(n, 1.0) for n in names]
-
-
 def posterior_weights(table, posterior):
     """Σ_d p(d) w(d) from a `weight_table` and a (p_speech, p_audio, p_music) posterior.
 

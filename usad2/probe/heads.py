@@ -13,10 +13,10 @@ best (lr, weight decay, epoch) on the task's metric is the one whose test score 
 
 `layer="concat"` is the other common frozen-feature read-out (linear evaluation of pooled layers,
 all at once): every standardised layer side by side, one linear map fitted by full-batch L-BFGS to
-convergence with an L2 penalty chosen on dev from `l2s`. The fit is convex and starts from zero, so it has no epoch or seed to select and two runs give the same
-score; a softmax-weighted sum instead reads one mixture of layers of the widest layer's width,
-which can under-read a model whose task information is spread over several layers
-(docs/method.md §6).
+convergence with an L2 penalty chosen on dev from `l2s`. The fit is convex and starts from zero,
+so it has no epoch or seed to select and two runs give the same score; a softmax-weighted sum
+instead reads one mixture of layers of the widest layer's width, which can under-read a model
+whose task information is spread over several layers (docs/method.md §6).
 """
 import dataclasses
 import itertools

@@ -7,7 +7,7 @@ import argparse
 import errno
 import sys
 
-from usad2.errors import Usad2Error
+from usad2.errors import ConfigError, Usad2Error
 
 
 def str2bool(value):
@@ -27,8 +27,6 @@ def named_values(text, separator, option, form):
     `separator` splits the entries; `option` and `form` (e.g. "NAME=SCALE") name the option and
     the expected spelling in the ConfigError for an entry without "=" or without a name.
     """
-    from usad2.errors import ConfigError
-
     if isinstance(text, dict):
         return [(str(name).strip(), value) for name, value in text.items()]
     items = []
