@@ -16,7 +16,7 @@ import soundfile
 
 from usad2.data.datadir import load_data_dir
 from usad2.data.demo import corpus, midi, music, sounds, speech_real, speech_synth
-from usad2.data.demo.common import RMS_FLOOR, SPLITS, rms, split_counts
+from usad2.data.demo.common import RMS_FLOOR, SPLITS, Job, rms, split_counts
 from usad2.data.demo.notes import piano_roll, read_notes_table
 from usad2.data.validate import validate_data_dir
 from usad2.errors import ConfigError, DataDirError
@@ -72,6 +72,27 @@ def test_midi_writer_renders_a4_at_440_hz(tmp_path):
     spectrum = np.abs(np.fft.rfft(body * np.hanning(body.size), n=16 * body.size))
     peak = np.argmax(spectrum) * sr / (16 * body.size)
     assert abs(peak - 440.0) < 3.0, peak
+
+
+@needs_tools
+def test_test_split_notes_stay_where_timgm6mb_sounds(tmp_path, monkeypatch):
+    """Seed 112 draws TimGM6mb's whistle (program 78) at 79, a note that SoundFont renders silent
+    (the data prep then failed on it); the ceiling moves it to 78 and leaves every other draw alone."""
+    jobs = music.plan_notes(40, 112, 2.0)
+    clips = {c.utt: c for j in jobs for c in j.clips}
+    clip = clips["timgm6mb_note-test00003"]
+    assert (clip.spec["program"], clip.spec["notes"][0][0]) == (78, 78)
+    assert (clip.labels["pitch"], clip.labels["pitch_class"]) == ("78", "F#")
+    monkeypatch.setattr(music, "FONT_PITCH_CEILING", {})
+    uncapped = {c.utt: c for j in music.plan_notes(40, 112, 2.0) for c in j.clips}
+    assert uncapped[clip.utt].spec["notes"][0][0] == 79
+    changed = [u for u in clips if clips[u] != uncapped[u]]
+    assert changed == [clip.utt]
+    monkeypatch.undo()
+    durations = music.render_batch(Job("one", "usad2.data.demo.music:render_batch", [clip], {"split": "test"}),
+                                   str(tmp_path))
+    wave, _ = soundfile.read(tmp_path / clip.audio)
+    assert durations[clip.utt] > 0.3 and rms(wave) > RMS_FLOOR
 
 
 # ---------------------------------------------------------------------------------- planning

@@ -39,6 +39,10 @@ PITCH_RANGE = {"piano": (36, 96), "chromatic_percussion": (60, 96), "organ": (36
 # Programs whose samples stop short of their family's range in FluidR3_GM or TimGM6mb (found
 # by rendering every program over a pitch grid: these notes come out silent).
 PROGRAM_RANGE = {43: (28, 55), 58: (28, 70), 67: (36, 72), 78: (60, 79)}
+# Highest sounding note of a program in one SoundFont only, below PROGRAM_RANGE (a full
+# program x pitch grid of both SoundFonts: TimGM6mb's whistle stops at 78). Applied after the
+# draw, so the random stream, and with it every corpus that rendered before, stays the same.
+FONT_PITCH_CEILING = {"TimGM6mb.sf2": {78: 78}}
 CHORDS = {"major": (0, 4, 7), "minor": (0, 3, 7), "diminished": (0, 3, 6),
           "augmented": (0, 4, 8), "sus2": (0, 2, 7), "sus4": (0, 5, 7),
           "dominant7": (0, 4, 7, 10), "major7": (0, 4, 7, 11), "minor7": (0, 3, 7, 10)}
@@ -74,6 +78,11 @@ def _font_tag(split):
     return SOUNDFONTS[split].split("_")[0].split(".")[0].lower()
 
 
+def _pitch_ceiling(split, program):
+    """The highest note `program` sounds in `split`'s SoundFont (127 where no ceiling is known)."""
+    return FONT_PITCH_CEILING.get(SOUNDFONTS[split], {}).get(program, 127)
+
+
 def _labels_program(program):
     return {"instrument_family": FAMILIES[program // 8], "program": str(program)}
 
@@ -87,7 +96,7 @@ def plan_notes(count, seed, length):
         for i in range(n):
             program = rng.randrange(15 * 8)
             low, high = PROGRAM_RANGE.get(program, PITCH_RANGE[FAMILIES[program // 8]])
-            pitch = rng.randint(low, high)
+            pitch = min(rng.randint(low, high), _pitch_ceiling(split, program))
             dur = round(rng.uniform(0.3, max(0.35, length - RELEASE)), 3)
             notes = [(pitch, 0.0, dur, rng.randint(60, 120))]
             labels = {**_labels_program(program), "pitch": str(pitch),
