@@ -19,6 +19,7 @@ from usad2.data.demo import corpus, midi, music, sounds, speech_real, speech_syn
 from usad2.data.demo.common import RMS_FLOOR, SPLITS, Job, rms, split_counts
 from usad2.data.demo.notes import piano_roll, read_notes_table
 from usad2.data.validate import validate_data_dir
+from usad2.studies import soundfont_grid
 from usad2.errors import ConfigError, DataDirError
 from usad2.utils import stamp
 
@@ -93,6 +94,19 @@ def test_test_split_notes_stay_where_timgm6mb_sounds(tmp_path, monkeypatch):
                                    str(tmp_path))
     wave, _ = soundfile.read(tmp_path / clip.audio)
     assert durations[clip.utt] > 0.3 and rms(wave) > RMS_FLOOR
+
+
+@needs_tools
+def test_soundfont_grid_finds_timgm6mb_silent_notes_and_the_demo_draws_none(monkeypatch, capsys):
+    silent = soundfont_grid.silent_notes(TIMGM)
+    assert (78, 79) in silent and (78, 78) not in silent
+    assert len(silent) < 0.01 * len(soundfont_grid.grid())
+    assert [note for note in silent if soundfont_grid.drawable(TIMGM, *note)] == []
+    monkeypatch.setattr(music, "FONT_PITCH_CEILING", {})
+    assert soundfont_grid.drawable(TIMGM, 78, 79)  # drawable without the ceiling: the old failure
+    monkeypatch.undo()
+    assert soundfont_grid.main([TIMGM]) == 0
+    assert capsys.readouterr().out.startswith(f"TimGM6mb.sf2: {len(silent)} of ")
 
 
 # ---------------------------------------------------------------------------------- planning

@@ -46,7 +46,7 @@ def test_studies_run_as_modules():
     studies = os.path.join(PACKAGE, "studies")
     # `_name.py`: a piece of one study (e.g. the ablation's table), not a study of its own
     names = sorted(n[:-3] for n in os.listdir(studies) if n.endswith(".py") and not n.startswith("_"))
-    assert names == ["ablate", "chord_cv", "freq_resolution"]
+    assert names == ["ablate", "chord_cv", "freq_resolution", "soundfont_grid"]
     for name in names:
         source = open(os.path.join(studies, name + ".py"), encoding="utf-8").read()
         assert 'if __name__ == "__main__":' in source
