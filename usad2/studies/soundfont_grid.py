@@ -3,13 +3,13 @@
     python -m usad2.studies.soundfont_grid /usr/share/sounds/sf2/TimGM6mb.sf2 [FONT...]
 
 Renders every program (0-119) at every pitch of its family's range (music.PITCH_RANGE), one
-short note per half-second slot in one fluidsynth run, and prints per SoundFont the notes whose
-slot stays below the silence floor, split into those the demo can draw (inside
-music.PROGRAM_RANGE / PITCH_RANGE and above music.FONT_PITCH_CEILING) and those it never draws.
+short note per half-second slot in one fluidsynth run, and prints per SoundFont how many notes
+stay silent (the slot's peak below the demo's silence floor) and which of them the demo's note
+planner can draw (inside music.PROGRAM_RANGE / PITCH_RANGE and at most music.FONT_PITCH_CEILING).
 
-Why: a note a SoundFont does not sound makes `prepare_demo` fail on a silent clip. This grid is
-how PROGRAM_RANGE and FONT_PITCH_CEILING were found, and it is the check to run before a new
-SoundFont renders demo music.
+Why: a note a SoundFont does not sound makes `prepare_demo` fail on a silent clip. A grid like
+this one found PROGRAM_RANGE; this one found FONT_PITCH_CEILING, and it is the check to run before
+another SoundFont renders demo music.
 """
 import os
 import tempfile
@@ -25,9 +25,8 @@ SLOT = 0.5  # s per note: 0.25 s held, then release
 
 def grid():
     """Every (program, pitch) of the families' ranges, in render order."""
-    return [(program, pitch) for program in range(15 * 8)
-            for pitch in range(music.PITCH_RANGE[music.FAMILIES[program // 8]][0],
-                               music.PITCH_RANGE[music.FAMILIES[program // 8]][1] + 1)]
+    ranges = [music.PITCH_RANGE[music.FAMILIES[program // 8]] for program in range(15 * 8)]
+    return [(program, pitch) for program, (low, high) in enumerate(ranges) for pitch in range(low, high + 1)]
 
 
 def silent_notes(font):
