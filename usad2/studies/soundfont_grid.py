@@ -46,9 +46,8 @@ def silent_notes(font):
 
 def drawable(font, program, pitch):
     """Whether the demo's note planner can draw `pitch` for `program` when rendering with `font`."""
-    low, high = music.PROGRAM_RANGE.get(program, music.PITCH_RANGE[music.FAMILIES[program // 8]])
-    high = min(high, music.FONT_PITCH_CEILING.get(os.path.basename(font), {}).get(program, 127))
-    return low <= pitch <= high
+    low, high = music.program_range(program)
+    return low <= pitch <= min(high, music.pitch_ceiling(font, program))
 
 
 def main(argv=None):

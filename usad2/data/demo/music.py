@@ -78,9 +78,14 @@ def _font_tag(split):
     return SOUNDFONTS[split].split("_")[0].split(".")[0].lower()
 
 
-def _pitch_ceiling(split, program):
-    """The highest note `program` sounds in `split`'s SoundFont (127 where no ceiling is known)."""
-    return FONT_PITCH_CEILING.get(SOUNDFONTS[split], {}).get(program, 127)
+def program_range(program):
+    """The MIDI pitches (low, high) the note planner draws `program` from."""
+    return PROGRAM_RANGE.get(program, PITCH_RANGE[FAMILIES[program // 8]])
+
+
+def pitch_ceiling(font, program):
+    """The highest note `program` sounds in SoundFont file `font` (127 where no ceiling is known)."""
+    return FONT_PITCH_CEILING.get(os.path.basename(font), {}).get(program, 127)
 
 
 def _labels_program(program):
@@ -95,8 +100,7 @@ def plan_notes(count, seed, length):
         spk = f"{_font_tag(split)}_note"
         for i in range(n):
             program = rng.randrange(15 * 8)
-            low, high = PROGRAM_RANGE.get(program, PITCH_RANGE[FAMILIES[program // 8]])
-            pitch = min(rng.randint(low, high), _pitch_ceiling(split, program))
+            pitch = min(rng.randint(*program_range(program)), pitch_ceiling(SOUNDFONTS[split], program))
             dur = round(rng.uniform(0.3, max(0.35, length - RELEASE)), 3)
             notes = [(pitch, 0.0, dur, rng.randint(60, 120))]
             labels = {**_labels_program(program), "pitch": str(pitch),
