@@ -28,6 +28,10 @@ needs_tools = pytest.mark.skipif(
     or not os.path.isdir("/usr/share/hydrogen/data/drumkits"),
     reason="demo corpus apt packages not installed (tools/apt-packages.txt)")
 TIMGM = "/usr/share/sounds/sf2/TimGM6mb.sf2"
+EXTRA_FONTS = ("gmbank", "opl3")
+needs_extra_fonts = pytest.mark.skipif(
+    shutil.which("fluidsynth") is None or not all(os.path.exists(music.FONTS[f][0]) for f in EXTRA_FONTS),
+    reason="the extra training SoundFonts are not installed (tools/apt-packages.txt)")
 
 
 # ------------------------------------------------------------------------------------- MIDI
@@ -90,7 +94,7 @@ def test_test_split_notes_stay_where_timgm6mb_sounds(tmp_path, monkeypatch):
     changed = [u for u in clips if clips[u] != uncapped[u]]
     assert changed == [clip.utt]
     monkeypatch.undo()
-    durations = music.render_batch(Job("one", "usad2.data.demo.music:render_batch", [clip], {"split": "test"}),
+    durations = music.render_batch(Job("one", "usad2.data.demo.music:render_batch", [clip], {"font": "timgm6mb"}),
                                    str(tmp_path))
     wave, _ = soundfile.read(tmp_path / clip.audio)
     assert durations[clip.utt] > 0.3 and rms(wave) > RMS_FLOOR
@@ -107,6 +111,61 @@ def test_soundfont_grid_finds_timgm6mb_silent_notes_and_the_demo_draws_none(monk
     monkeypatch.undo()
     assert soundfont_grid.main([TIMGM]) == 0
     assert capsys.readouterr().out.startswith(f"TimGM6mb.sf2: {len(silent)} of ")
+
+
+def _music_clips(jobs):
+    return [c for j in jobs for c in j.clips if c.domain == "music"]
+
+
+def test_train_soundfonts_take_turns_on_the_same_plan():
+    """Train music renders with each SoundFont in turn; every label and note stays the one-font plan's."""
+    fonts = ("fluidr3",) + EXTRA_FONTS
+    def by_slot(clips):  # (split, kind, index) -> clip; the font prefix of the id left out
+        return {(c.split, c.spk.split("_")[1], c.utt[-5:]): c for c in clips}
+
+    one = by_slot(_music_clips(corpus.plan("tiny", 0)))
+    three_jobs = corpus.plan("tiny", 0, fonts)
+    three = by_slot(_music_clips(three_jobs))
+    assert one.keys() == three.keys()
+    for slot, a in one.items():
+        b = three[slot]
+        assert a.labels == b.labels
+        assert {k: v for k, v in a.spec.items() if k != "font"} == {k: v for k, v in b.spec.items() if k != "font"}
+        expected = fonts[int(slot[2]) % 3] if b.split == "train" else a.spec["font"]
+        assert b.spec["font"] == expected and b.spk.startswith(f"{expected}_") and b.utt.startswith(b.spk)
+    three = list(three.values())
+    assert {c.spec["font"] for c in three if c.split == "train"} == set(fonts)
+    assert {c.spec["font"] for c in three if c.split == "test"} == {"timgm6mb"}
+    for job in three_jobs:
+        if job.render.endswith("render_batch"):
+            assert {c.spec["font"] for c in job.clips} == {job.spec["font"]}
+
+
+def test_train_soundfonts_refuse_the_test_font_and_unknown_names(tmp_path):
+    for fonts, message in ((("fluidr3", "timgm6mb"), "renders the test split"),
+                           (("fluidr3", "nope"), "distinct names"), (("gmbank", "gmbank"), "distinct names"),
+                           ((), "distinct names")):
+        with pytest.raises(ConfigError, match=message):
+            corpus.generate_demo(tmp_path / "data", size="tiny", train_fonts=fonts)
+    assert not (tmp_path / "data").exists()
+
+
+@needs_extra_fonts
+@pytest.mark.parametrize("font", EXTRA_FONTS)
+def test_extra_soundfonts_render_the_demo_notes_in_their_own_voice(font, tmp_path):
+    """The same planned chords render non-silent and audibly different from FluidR3."""
+    clips = [c for c in _music_clips(corpus.plan("tiny", 0, ("fluidr3",) + EXTRA_FONTS))
+             if c.split == "train" and c.spec["font"] == font and "chord" in c.spk][:3]
+    waves = {}
+    for name in ("fluidr3", font):
+        out = tmp_path / name
+        music.render_batch(Job(name, "usad2.data.demo.music:render_batch", clips, {"font": name}), str(out))
+        waves[name] = [soundfile.read(out / c.audio)[0] for c in clips]
+    for ours, fluid in zip(waves[font], waves["fluidr3"]):
+        assert rms(ours) > RMS_FLOOR
+        n = min(len(ours), len(fluid))
+        spectra = [np.abs(np.fft.rfft(w[:n])) for w in (ours, fluid)]
+        assert np.corrcoef(*spectra)[0, 1] < 0.95  # same notes, another instrument sample
 
 
 # ---------------------------------------------------------------------------------- planning
@@ -291,7 +350,7 @@ def test_tiny_splits_share_no_voice_soundfont_or_kit(tiny):
             assert values(a, label) and not values(a, label) & values(b, label), (label, a, b)
     spk = {s: {v for u, v in tables[s].utt2spk.items() if tables[s].domain(u) == "music"}
            for s in SPLITS}
-    assert all(v.startswith("fluidr3_") for v in spk["train"] | spk["dev"])
+    assert all(v.startswith("fluidr3_") for v in spk["train"] | spk["dev"])  # default: one font
     assert spk["test"] and all(v.startswith("timgm6mb_") for v in spk["test"])
 
 

@@ -20,6 +20,7 @@ set -euo pipefail
 data_dir=data           # where the data dirs are written
 demo_size=default       # demo corpus size: tiny, default or large (unused with --corpora)
 seed=0                  # random seed of the demo corpus (same seed, same corpus)
+train_soundfonts=fluidr3  # SoundFonts of the demo's train music, comma-separated (fluidr3, gmbank, opl3; test renders with timgm6mb)
 nj=2                    # parallel demo generation workers
 force=false             # redo the work even when it is up to date
 corpora=""              # real corpora instead of the demo: NAME[=ROOT],... (NAME: librispeech, librilight, voxpopuli, gigaspeech, commonvoice, audioset, jamendo)
@@ -62,7 +63,7 @@ python=${USAD2_PYTHON:-python3}
 
 if [ -z "${corpora}" ]; then
     exec "${python}" -m usad2.bin.prepare_demo --out "${data_dir}" --size "${demo_size}" \
-        --seed "${seed}" --nj "${nj}" --force "${force}"
+        --seed "${seed}" --nj "${nj}" --force "${force}" --train_soundfonts "${train_soundfonts}"
 fi
 
 # The demo's stamp would skip the demo later while train/dev/test hold real corpora.

@@ -8,7 +8,8 @@ Output under `out` (docs/architecture.md#7-demo-corpus):
   path, so relative to the working directory when `out` is relative, as in Kaldi), utt2spk,
   spk2utt, utt2dur, utt2domain and the task labels `utt2<label>` of the utterances that have
   them (`LABELS` lists them per domain) plus `utt2notes` (music);
-- `.done`: stamp with the fingerprint of (size, seed, out, DEMO_VERSION) and a summary;
+- `.done`: stamp with the fingerprint of (size, seed, out, DEMO_VERSION, and the train split's
+  SoundFonts where they are not the default) and a summary;
 - the mixed-domain set `mixed/` and `mixed_{train,dev,test}` (`usad2.data.demo.mixed`), made
   from the finished corpus with its own stamp, so adding it changed no existing clip.
 A rerun with the same fingerprint returns at once; an interrupted run resumes: each finished
@@ -75,23 +76,30 @@ SIZES = {
 }
 
 
-def plan(size, seed):
-    """Every job of the corpus of `size` (a SIZES key) for `seed`, in a fixed order."""
-    s = SIZES[size]
+def plan(size, seed, train_fonts=music.TRAIN_FONTS):
+    """Every job of the corpus of `size` (a SIZES key) for `seed`, in a fixed order.
+
+    `train_fonts` are the SoundFonts (music.FONTS names) that render the train split's music.
+    """
+    s, fonts = SIZES[size], music.check_train_fonts(train_fonts)
     return (speech_synth.plan_espeak(s.espeak, seed) + speech_synth.plan_flite(s.flite, seed)
             + speech_real.plan_ktuberling(s.ktuberling, seed)
             + speech_real.plan_klettres(s.klettres, seed)
-            + music.plan_notes(s.notes, seed, s.note_len)
-            + music.plan_chords(s.chords, seed, s.chord_len)
-            + music.plan_grooves(s.grooves, seed, s.groove_len)
+            + music.plan_notes(s.notes, seed, s.note_len, fonts)
+            + music.plan_chords(s.chords, seed, s.chord_len, fonts)
+            + music.plan_grooves(s.grooves, seed, s.groove_len, fonts)
             + sounds.plan_hydrogen(s.hydrogen, seed, s.sound_len)
             + sounds.plan_samples(s.sonicpi, seed, s.sound_len, "sonicpi")
             + sounds.plan_samples(s.lmms, seed, s.sound_len, "lmms")
             + sounds.plan_samples(s.freedesktop, seed, s.sound_len, "freedesktop"))
 
 
-def generate_demo(out, size="tiny", seed=0, nj=1, force=False):
-    """Generate (or reuse) the demo corpus of `size` for `seed` under `out`; return a summary."""
+def generate_demo(out, size="tiny", seed=0, nj=1, force=False, train_fonts=music.TRAIN_FONTS):
+    """Generate (or reuse) the demo corpus of `size` for `seed` under `out`; return a summary.
+
+    `train_fonts`: the SoundFonts of the train split's music (music.FONTS names).
+    """
+    train_fonts = music.check_train_fonts(train_fonts)
     if size not in SIZES:
         raise ConfigError(f"--size: one of {', '.join(SIZES)}, got {size!r}")
     if nj < 1:
@@ -99,8 +107,10 @@ def generate_demo(out, size="tiny", seed=0, nj=1, force=False):
     if any(c.isspace() for c in os.fspath(out)):
         raise ConfigError(f"--out {os.fspath(out)!r}: the path may not contain whitespace "
                           "(utt2notes lists note-table paths as label tokens)")
-    fp = stamp.fingerprint({"size": size, "seed": seed, "out": os.fspath(out),
-                            "version": DEMO_VERSION})
+    identity = {"size": size, "seed": seed, "out": os.fspath(out), "version": DEMO_VERSION}
+    if train_fonts != music.TRAIN_FONTS:  # the default's stamp stays what it was before the option
+        identity["train_fonts"] = list(train_fonts)
+    fp = stamp.fingerprint(identity)
     if force:
         stamp.clear(out)
     elif stamp.is_done(out, fp):
@@ -108,10 +118,10 @@ def generate_demo(out, size="tiny", seed=0, nj=1, force=False):
         with open(stamp.stamp_path(out), encoding="utf-8") as f:
             return {**json.load(f).get("info", {}), **generate_mixed(out, size, seed, force)}
     stamp.clear(out)
-    jobs = plan(size, seed)
+    jobs = plan(size, seed, train_fonts)
     clips = [c for job in jobs for c in job.clips]
-    log.info("demo corpus %s: size %s, seed %d: %d clips in %d jobs, %d worker(s)", out, size,
-             seed, len(clips), len(jobs), nj)
+    log.info("demo corpus %s: size %s, seed %d, train music from %s: %d clips in %d jobs, "
+             "%d worker(s)", out, size, seed, ",".join(train_fonts), len(clips), len(jobs), nj)
     durations = _render_all(jobs, os.fspath(out), fp, nj)
     _check_audio(out, clips, durations)
     _remove_orphans(out, clips)

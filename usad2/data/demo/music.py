@@ -9,7 +9,8 @@
   Labels: style (groove family), groove, key.
 Every clip also gets a note table (`notes/<utt>.tsv`, see `usad2.data.demo.notes`).
 Splits hold the SoundFont out: train and dev render with FluidR3_GM (dev with its own draws),
-test with TimGM6mb. Notes and chords are rendered many clips per fluidsynth run (one MIDI
+test with TimGM6mb. Train may render with several SoundFonts instead (`train_fonts`, clip i with
+font i mod n, so the labels stay those of the one-font corpus), never with the test's. Notes and chords are rendered many clips per fluidsynth run (one MIDI
 file with the clips in time slots, reverb and chorus off so nothing leaks between slots, all
 sound off at each slot's end); grooves one per run, with reverb.
 """
@@ -23,10 +24,17 @@ from usad2.data.demo import midi
 from usad2.data.demo.common import (SAMPLE_RATE, Clip, Job, peak_normalise, require_path,
                                     require_tool, rng_for, split_counts, write_clip)
 from usad2.data.demo.notes import write_notes
-from usad2.errors import AudioError
+from usad2.errors import AudioError, ConfigError
 
-SF2_DIR = "/usr/share/sounds/sf2"
-SOUNDFONTS = {"train": "FluidR3_GM.sf2", "dev": "FluidR3_GM.sf2", "test": "TimGM6mb.sf2"}
+# SoundFonts the demo renders with: name (the clips' speaker prefix) -> (file, Debian package).
+FONTS = {"fluidr3": ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "fluid-soundfont-gm"),
+         "timgm6mb": ("/usr/share/sounds/sf2/TimGM6mb.sf2", "timgm6mb-soundfont"),
+         "gmbank": ("/usr/share/sounds/sf2/sf_GMbank.sf2", "csound-soundfont"),
+         "opl3": ("/usr/share/sounds/sf2/OPL-3_FM_128M.sf2", "opl3-soundfont")}
+# (MuseScore General, also in the registry, is made from FluidR3: its renders of the demo's
+# chords correlate 0.9996 in spectrum with FluidR3's, so it adds no new instrument voices.)
+TRAIN_FONTS = ("fluidr3",)  # default SoundFonts of the train split
+HELD_OUT_FONTS = {"dev": ("fluidr3",), "test": ("timgm6mb",)}
 FAMILIES = ("piano chromatic_percussion organ guitar bass strings ensemble brass reed pipe "
             "synth_lead synth_pad synth_effects ethnic percussive sound_effects").split()
 PITCH_CLASSES = "C C# D D# E F F# G G# A A# B".split()
@@ -67,15 +75,27 @@ SLOT_GAP = 0.3  # s of silence between clip slots of a batched render
 JOB_SIZE = 40
 
 
-def soundfont(split):
-    """Path of the SoundFont that renders `split` (ConfigError if its package is missing)."""
-    name = SOUNDFONTS[split]
-    return require_path(os.path.join(SF2_DIR, name),
-                        "fluid-soundfont-gm" if name.startswith("Fluid") else "timgm6mb-soundfont")
+def soundfont(name):
+    """Path of SoundFont `name` (a FONTS key; ConfigError if its package is missing)."""
+    path, package = FONTS[name]
+    return require_path(path, package)
 
 
-def _font_tag(split):
-    return SOUNDFONTS[split].split("_")[0].split(".")[0].lower()
+def check_train_fonts(train_fonts):
+    """`train_fonts` as a tuple of FONTS names; ConfigError on an unknown or held-out one."""
+    fonts = tuple(train_fonts)
+    unknown = [f for f in fonts if f not in FONTS]
+    if not fonts or unknown or len(set(fonts)) != len(fonts):
+        raise ConfigError(f"train SoundFonts {','.join(fonts)!r}: distinct names out of "
+                          f"{', '.join(FONTS)}")
+    if set(fonts) & set(HELD_OUT_FONTS["test"]):
+        raise ConfigError(f"train SoundFonts {','.join(fonts)}: {HELD_OUT_FONTS['test'][0]} "
+                          "renders the test split and stays out of train")
+    return fonts
+
+
+def _split_fonts(split, train_fonts):
+    return check_train_fonts(train_fonts) if split == "train" else HELD_OUT_FONTS[split]
 
 
 def program_range(program):
@@ -92,39 +112,43 @@ def _labels_program(program):
     return {"instrument_family": FAMILIES[program // 8], "program": str(program)}
 
 
-def plan_notes(count, seed, length):
+def plan_notes(count, seed, length, train_fonts=TRAIN_FONTS):
     """Jobs for `count` single-note clips of at most `length` seconds."""
     rng = rng_for(seed, "notes")
     clips = []
     for split, n in split_counts(count).items():
-        spk = f"{_font_tag(split)}_note"
+        fonts = _split_fonts(split, train_fonts)
         for i in range(n):
+            font = fonts[i % len(fonts)]
             program = rng.randrange(15 * 8)
-            pitch = min(rng.randint(*program_range(program)), pitch_ceiling(SOUNDFONTS[split], program))
+            pitch = min(rng.randint(*program_range(program)), pitch_ceiling(FONTS[font][0], program))
             dur = round(rng.uniform(0.3, max(0.35, length - RELEASE)), 3)
             notes = [(pitch, 0.0, dur, rng.randint(60, 120))]
             labels = {**_labels_program(program), "pitch": str(pitch),
                       "pitch_class": PITCH_CLASSES[pitch % 12], "source": "fluidsynth"}
-            clips.append(_clip(f"{spk}-{split}{i:05d}", split, spk, labels,
-                               {"program": program, "notes": notes, "length": dur + RELEASE}))
+            clips.append(_clip(f"{font}_note-{split}{i:05d}", split, f"{font}_note", labels,
+                               {"program": program, "notes": notes, "length": dur + RELEASE,
+                                "font": font}))
     return _batched("notes", clips)
 
 
-def plan_chords(count, seed, length):
+def plan_chords(count, seed, length, train_fonts=TRAIN_FONTS):
     """Jobs for `count` chord-phrase clips of at most `length` seconds."""
     rng = rng_for(seed, "chords")
     clips = []
     for split, n in split_counts(count).items():
-        spk = f"{_font_tag(split)}_chord"
+        fonts = _split_fonts(split, train_fonts)
         for i in range(n):
+            font = fonts[i % len(fonts)]
             program = rng.choice(CHORD_PROGRAMS)
             quality, root = rng.choice(sorted(CHORDS)), rng.randrange(12)
             pitches = _voicing(root, CHORDS[quality], rng.randrange(len(CHORDS[quality])), rng)
             notes, end = _phrase(pitches, length, rng)
             labels = {**_labels_program(program), "chord_quality": quality,
                       "chord_root": PITCH_CLASSES[root], "source": "fluidsynth"}
-            clips.append(_clip(f"{spk}-{split}{i:05d}", split, spk, labels,
-                               {"program": program, "notes": notes, "length": end + RELEASE}))
+            clips.append(_clip(f"{font}_chord-{split}{i:05d}", split, f"{font}_chord", labels,
+                               {"program": program, "notes": notes, "length": end + RELEASE,
+                                "font": font}))
     return _batched("chords", clips)
 
 
@@ -157,32 +181,36 @@ def _clip(utt, split, spk, labels, spec):
 
 
 def _batched(name, clips):
+    """Jobs of at most JOB_SIZE clips, each of one split and one SoundFont (one fluidsynth run)."""
     jobs = []
     for split in ("train", "dev", "test"):
-        part = [c for c in clips if c.split == split]
-        for k in range(0, len(part), JOB_SIZE):
-            jobs.append(Job(f"{name}_{split}{k // JOB_SIZE:04d}",
-                            "usad2.data.demo.music:render_batch", part[k:k + JOB_SIZE],
-                            {"split": split}))
+        for font in FONTS:
+            part = [c for c in clips if c.split == split and c.spec["font"] == font]
+            for k in range(0, len(part), JOB_SIZE):
+                jobs.append(Job(f"{name}_{split}_{font}{k // JOB_SIZE:04d}",
+                                "usad2.data.demo.music:render_batch", part[k:k + JOB_SIZE],
+                                {"font": font}))
     return jobs
 
 
-def plan_grooves(count, seed, length):
+def plan_grooves(count, seed, length, train_fonts=TRAIN_FONTS):
     """Jobs for `count` MMA groove clips of `length` seconds (4 bars, then cut)."""
     rng = rng_for(seed, "grooves")
     clips = []
     for split, n in split_counts(count).items():
-        spk = f"{_font_tag(split)}_groove"
+        fonts = _split_fonts(split, train_fonts)
         for i in range(n):
+            font = fonts[i % len(fonts)]
             style = rng.choice(sorted(GROOVES))
             groove = rng.choice(GROOVES[style].split())
             key = rng.randrange(12)
             spec = {"groove": groove, "key": key, "tempo": rng.randrange(90, 150, 5),
                     "progression": rng.choice(PROGRESSIONS), "length": length,
-                    "mma_seed": rng.randrange(2**31)}
+                    "mma_seed": rng.randrange(2**31), "font": font}
             labels = {"style": style, "groove": groove.lower(), "key": PITCH_CLASSES[key],
                       "source": "mma"}
-            clips.append(_clip(f"{spk}-{split}{i:05d}", split, spk, labels, spec))
+            clips.append(_clip(f"{font}_groove-{split}{i:05d}", split, f"{font}_groove", labels,
+                               spec))
     return [Job(f"grooves{k // 8:04d}", "usad2.data.demo.music:render_grooves",
                 clips[k:k + 8]) for k in range(0, len(clips), 8)]
 
@@ -223,7 +251,7 @@ def render_batch(job, out_dir):
         mid = os.path.join(tmp, "batch.mid")
         with open(mid, "wb") as f:
             f.write(midi.midi_bytes(events, end_time=now))
-        wave = fluidsynth(mid, soundfont(job.spec["split"]), os.path.join(tmp, "batch.wav"),
+        wave = fluidsynth(mid, soundfont(job.spec["font"]), os.path.join(tmp, "batch.wav"),
                           effects=False)
     for clip, start in zip(job.clips, starts):
         a = round(start * SAMPLE_RATE)
@@ -250,7 +278,7 @@ _MMA_ENV = {**os.environ, "PYTHONHASHSEED": "0"}
 
 
 def render_grooves(job, out_dir):
-    """Write each groove's .mma, run mma to MIDI, render with the split's SoundFont, cut."""
+    """Write each groove's .mma, run mma to MIDI, render with the clip's SoundFont, cut."""
     require_tool("mma")
     durations = {}
     with tempfile.TemporaryDirectory(prefix="usad2_mma_") as tmp:
@@ -263,7 +291,7 @@ def render_grooves(job, out_dir):
             if proc.returncode != 0 or not os.path.exists(mid):
                 raise AudioError(f"utterance {clip.utt!r}: mma failed on groove "
                                  f"{clip.spec['groove']}: {(proc.stdout + proc.stderr)[-300:]}")
-            wave = fluidsynth(mid, soundfont(clip.split), os.path.join(tmp, "groove.wav"))
+            wave = fluidsynth(mid, soundfont(clip.spec["font"]), os.path.join(tmp, "groove.wav"))
             piece = wave[:round(clip.spec["length"] * SAMPLE_RATE)]
             durations[clip.utt] = write_clip(out_dir, clip, peak_normalise(piece, -3.0))
             write_notes(os.path.join(out_dir, clip.notes), midi.read_notes(mid),
