@@ -9,10 +9,11 @@
   Labels: style (groove family), groove, key.
 Every clip also gets a note table (`notes/<utt>.tsv`, see `usad2.data.demo.notes`).
 Splits hold the SoundFont out: train and dev render with FluidR3_GM (dev with its own draws),
-test with TimGM6mb. Train may render with several SoundFonts instead (`train_fonts`, clip i with
-font i mod n, so the labels stay those of the one-font corpus), never with the test's. Notes and chords are rendered many clips per fluidsynth run (one MIDI
-file with the clips in time slots, reverb and chorus off so nothing leaks between slots, all
-sound off at each slot's end); grooves one per run, with reverb.
+test with TimGM6mb. Train may render with several SoundFonts instead (`train_fonts`: clip i
+with font i mod n, so the labels stay those of the one-font corpus), never with the test's.
+Notes and chords are rendered many clips per fluidsynth run, one SoundFont each (one MIDI file
+with the clips in time slots, reverb and chorus off so nothing leaks between slots, all sound
+off at each slot's end); grooves one per run, with reverb.
 """
 import os
 import subprocess
