@@ -128,6 +128,14 @@ def _load(path, num_layers):
     return utts, pooled, frames
 
 
+def entry_name(data_dir):
+    """The cache folder of a model's features on `data_dir`: its name and a hash of its absolute
+    path, so that two corpora with the same split names (dump/raw/dev, dump_mf/raw/dev) share a
+    cache without meeting."""
+    where = hashlib.sha256(os.path.abspath(data_dir).encode()).hexdigest()[:8]
+    return f"{os.path.basename(os.path.normpath(data_dir))}-{where}"
+
+
 def extract_features(model, data_dir, cache_root, frame_utts=(), batch_seconds=60.0, max_batch=16,
                      force=False, fresh=None):
     """The FeatureSet of `model` on `data_dir`, computed once and then read from the cache.
@@ -142,9 +150,7 @@ def extract_features(model, data_dir, cache_root, frame_utts=(), batch_seconds=6
         return concat_features(model, sets)
     data_dir = os.fspath(data_dir)
     identity = hashlib.sha256(json.dumps(model.cache_identity(), sort_keys=True, default=str).encode()).hexdigest()
-    where = hashlib.sha256(os.path.abspath(data_dir).encode()).hexdigest()[:8]
-    path = os.path.join(cache_root, f"{model.name}-{identity[:10]}",
-                        f"{os.path.basename(os.path.normpath(data_dir))}-{where}")
+    path = os.path.join(cache_root, f"{model.name}-{identity[:10]}", entry_name(data_dir))
     def entry_fingerprint(frame_list):
         return fingerprint({"version": CACHE_VERSION, "model": model.cache_identity(), "frames": sorted(frame_list),
                             "data_dir": os.path.abspath(data_dir)}, inputs=[data_dir])

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from usad2.errors import ConfigError
+from usad2.probe.cache import entry_name
 from usad2.utils.cli import make_parser, run_main
 
 
@@ -31,11 +32,12 @@ def labels(data_dir, label="chord_quality"):
         return dict(line.split(maxsplit=1) for line in f if line.strip())
 
 
-def pooled(cache, prefix, split):
-    found = glob.glob(os.path.join(cache, f"{prefix}-*", f"{split}-*", "pooled.npz"))
+def pooled(cache, prefix, data_dir):
+    """(utterance ids, every layer's pooled features side by side) of model `prefix` on `data_dir`."""
+    found = glob.glob(os.path.join(cache, f"{prefix}-*", entry_name(data_dir), "pooled.npz"))
     if len(found) != 1:
-        raise ConfigError(f"{cache}: {len(found)} feature-cache entries of {prefix!r} on {split} (want exactly one; "
-                          f"probe the model with --feature_cache {cache} first)")
+        raise ConfigError(f"{cache}: {len(found)} feature-cache entries of {prefix!r} on {data_dir} (want "
+                          f"exactly one; probe the model on it with --feature_cache {cache} first)")
     with np.load(found[0], allow_pickle=False) as z:
         utts = [str(u) for u in z["utt_ids"]]
         layers = [z[k] for k in sorted((k for k in z.files if k.startswith("layer")), key=lambda k: int(k[5:]))]
@@ -76,7 +78,7 @@ def evaluate(cache, data_root, prefix, folds=5, label="chord_quality"):
     per_split = {}
     for split in ("train", "dev", "test"):
         lab = labels(os.path.join(data_root, split), label)
-        utts, x = pooled(cache, prefix, split)
+        utts, x = pooled(cache, prefix, os.path.join(data_root, split))
         keep = [i for i, u in enumerate(utts) if u in lab]
         per_split[split] = (x[keep], [lab[utts[i]] for i in keep])
     classes = sorted({c for _, ys in per_split.values() for c in ys})
