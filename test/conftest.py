@@ -8,6 +8,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+# A recipe's outputs and local settings (as in .gitignore): never copied with a recipe. The
+# *_ names are second corpora (./run.sh --datadir data_real ...), often gigabytes.
+RECIPE_OUTPUTS = ("data", "dump", "exp", "data_*", "dump_*", "exp_*", "db.local.sh", "downloads")
 
 
 def pytest_configure(config):
@@ -50,7 +53,7 @@ def copy_recipe_tree(root, repo_dir):
     shutil.copytree(pathlib.Path(repo_dir) / "utils", root / "utils", symlinks=True)
     for recipe in ("TEMPLATE", "multidomain"):
         shutil.copytree(pathlib.Path(repo_dir) / "egs" / recipe, root / "egs" / recipe, symlinks=True,
-                        ignore=shutil.ignore_patterns("data", "dump", "exp", "db.local.sh"))
+                        ignore=shutil.ignore_patterns(*RECIPE_OUTPUTS))
     (root / "tools").symlink_to(pathlib.Path(repo_dir) / "tools")
     (root / "usad2").symlink_to(pathlib.Path(repo_dir) / "usad2")
     return root / "egs" / "multidomain"

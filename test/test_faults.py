@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import copy_recipe_tree
 from usad2.bin.extract_teacher import extract_teacher
 from usad2.data.datadir import DataDir, load_data_dir
 from usad2.models.export import load_export, save_export
@@ -263,20 +264,6 @@ def test_export_disk_full_keeps_the_old_export(tmp_path):
 # ----------------------------------------------------------------------------------- recipe
 
 
-def recipe_copy(root, repo_dir):
-    """A copy of the recipe's shell parts whose tools/ and usad2/ link to the real ones."""
-    import shutil as sh
-
-    root.mkdir()
-    sh.copytree(os.path.join(repo_dir, "utils"), root / "utils", symlinks=True)
-    for recipe in ("TEMPLATE", "multidomain"):
-        sh.copytree(os.path.join(repo_dir, "egs", recipe), root / "egs" / recipe, symlinks=True,
-                    ignore=sh.ignore_patterns("data", "dump", "exp", "db.local.sh"))
-    (root / "tools").symlink_to(os.path.join(repo_dir, "tools"))
-    (root / "usad2").symlink_to(os.path.join(repo_dir, "usad2"))
-    return root / "egs" / "multidomain"
-
-
 RECIPE_CMD = ["./run.sh", "--demo_size", "tiny", "--tag", "faults", "--stop_stage", "7"]
 
 
@@ -336,7 +323,7 @@ def recipe_results(recipe):
 @pytest.fixture(scope="module")
 def recipe_reference(tmp_path_factory, teacher_cache):
     repo = tmp_path_factory.mktemp("recipe_ref")
-    recipe = recipe_copy(repo / "repo", REPO)
+    recipe = copy_recipe_tree(repo / "repo", REPO)
     env = sub_env(teacher_cache)
     t0 = time.time()
     run_recipe(recipe, env)
@@ -349,7 +336,7 @@ def recipe_reference(tmp_path_factory, teacher_cache):
 def test_recipe_kill9_at_random_moments(recipe_reference, tmp_path, teacher_cache, seed):
     """kill -9 the tiny recipe (whole process group) twice at random moments, rerun: same outputs."""
     full, (want_files, want_losses, want_export, want_targets) = recipe_reference
-    recipe = recipe_copy(tmp_path / "repo", REPO)
+    recipe = copy_recipe_tree(tmp_path / "repo", REPO)
     env = sub_env(teacher_cache)
     rng = random.Random(seed)
     assert run_recipe(recipe, env, rng.uniform(0.1, 0.8) * full)
