@@ -10,7 +10,7 @@ seed and output is skipped (fingerprinted .done stamp); an interrupted run resum
 import logging
 
 from usad2.data.demo import SIZES, generate_demo
-from usad2.data.demo.music import FONTS, HELD_OUT_FONTS, TRAIN_FONTS
+from usad2.data.demo.music import EVAL_FONTS, FONTS, TRAIN_FONTS
 from usad2.utils.cli import make_parser, run_main, str2bool
 from usad2.utils.log import log_invocation, setup_logging
 
@@ -25,7 +25,7 @@ def get_parser():
     parser.add_argument("--train_soundfonts", default=",".join(TRAIN_FONTS),
                         help="SoundFonts that render the train split's music, comma-separated, "
                              f"clip i with font i mod n (of {', '.join(FONTS)}; dev renders with "
-                             f"{HELD_OUT_FONTS['dev'][0]}, test with {HELD_OUT_FONTS['test'][0]})")
+                             f"{EVAL_FONTS['dev']}, test with {EVAL_FONTS['test']})")
     parser.add_argument("--force", type=str2bool, default=False,
                         help="regenerate even when the .done stamp matches")
     parser.add_argument("--log_level", default="INFO", help="logging level")

@@ -81,13 +81,13 @@ def plan(size, seed, train_fonts=music.TRAIN_FONTS):
 
     `train_fonts` are the SoundFonts (music.FONTS names) that render the train split's music.
     """
-    s, fonts = SIZES[size], music.check_train_fonts(train_fonts)
+    s = SIZES[size]
     return (speech_synth.plan_espeak(s.espeak, seed) + speech_synth.plan_flite(s.flite, seed)
             + speech_real.plan_ktuberling(s.ktuberling, seed)
             + speech_real.plan_klettres(s.klettres, seed)
-            + music.plan_notes(s.notes, seed, s.note_len, fonts)
-            + music.plan_chords(s.chords, seed, s.chord_len, fonts)
-            + music.plan_grooves(s.grooves, seed, s.groove_len, fonts)
+            + music.plan_notes(s.notes, seed, s.note_len, train_fonts)
+            + music.plan_chords(s.chords, seed, s.chord_len, train_fonts)
+            + music.plan_grooves(s.grooves, seed, s.groove_len, train_fonts)
             + sounds.plan_hydrogen(s.hydrogen, seed, s.sound_len)
             + sounds.plan_samples(s.sonicpi, seed, s.sound_len, "sonicpi")
             + sounds.plan_samples(s.lmms, seed, s.sound_len, "lmms")

@@ -35,7 +35,7 @@ FONTS = {"fluidr3": ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "fluid-soundfont-gm
 # (MuseScore General, also in the registry, is made from FluidR3: its renders of the demo's
 # chords correlate 0.9996 in spectrum with FluidR3's, so it adds no new instrument voices.)
 TRAIN_FONTS = ("fluidr3",)  # default SoundFonts of the train split
-HELD_OUT_FONTS = {"dev": ("fluidr3",), "test": ("timgm6mb",)}
+EVAL_FONTS = {"dev": "fluidr3", "test": "timgm6mb"}  # the test's font is held out of train
 FAMILIES = ("piano chromatic_percussion organ guitar bass strings ensemble brass reed pipe "
             "synth_lead synth_pad synth_effects ethnic percussive sound_effects").split()
 PITCH_CLASSES = "C C# D D# E F F# G G# A A# B".split()
@@ -89,14 +89,14 @@ def check_train_fonts(train_fonts):
     if not fonts or unknown or len(set(fonts)) != len(fonts):
         raise ConfigError(f"train SoundFonts {','.join(fonts)!r}: distinct names out of "
                           f"{', '.join(FONTS)}")
-    if set(fonts) & set(HELD_OUT_FONTS["test"]):
-        raise ConfigError(f"train SoundFonts {','.join(fonts)}: {HELD_OUT_FONTS['test'][0]} "
+    if EVAL_FONTS["test"] in fonts:
+        raise ConfigError(f"train SoundFonts {','.join(fonts)}: {EVAL_FONTS['test']} "
                           "renders the test split and stays out of train")
     return fonts
 
 
 def _split_fonts(split, train_fonts):
-    return check_train_fonts(train_fonts) if split == "train" else HELD_OUT_FONTS[split]
+    return check_train_fonts(train_fonts) if split == "train" else (EVAL_FONTS[split],)
 
 
 def program_range(program):
