@@ -66,3 +66,69 @@ def test_length_mismatch_beyond_tolerance_names_teacher_and_utterance():
     # within tolerance (2 frames): cut to the shorter
     p, t, lengths, _ = align(ramp(1, 20), [20], ramp(1, 18), [18], 50, 50)
     assert p.shape[1] == 18 and lengths.item() == 18
+
+
+# --------------------------------------------------------------- teacher frames averaged over a span
+YAMNET_RATE = fractions.Fraction(25, 2)
+
+
+def span_means_by_hand(pred, n, s_rate, s_offset, t_rate, t_offset, span, num_out):
+    """Per teacher frame: the mean of the valid student frames whose centre lies within its span, and their count."""
+    out = []
+    for k in range(num_out):
+        centre = t_offset + k / float(t_rate)
+        inside = [j for j in range(n) if abs(s_offset + j / s_rate - centre) <= span / 2 + 1e-9]
+        out.append((pred[inside].mean(0) if inside else None, len(inside)))
+    return out
+
+
+def test_span_pooling_averages_the_student_over_each_teacher_window():
+    pred = ramp(1, 200)  # 4 s at 50 Hz
+    p, t, lengths, mask = align(pred, [200], ramp(1, 50), [50], 50, YAMNET_RATE, span=0.975)
+    assert p.shape == t.shape == (1, 50, 2)
+    # patch k is centred at 0.08 k s and covers student frames 4k-24 .. 4k+24 (clipped to 0..199)
+    for k in (0, 6, 20, 49):
+        lo, hi = max(4 * k - 24, 0), min(4 * k + 24, 199)
+        assert float(p[0, k, 0]) == pytest.approx((lo + hi) / 2)
+    assert mask.all() and lengths.tolist() == [50]
+
+
+def test_span_pooling_matches_a_loop_with_offsets_and_padding():
+    torch.manual_seed(0)
+    pred = torch.randn(2, 120, 3)
+    for s_off, t_off, span in [(0.01, 0.0, 0.975), (0.0, 0.03, 0.5), (0.02, -0.01, 0.3)]:
+        p, _, _, mask = align(pred, [120, 70], torch.zeros(2, 30, 3), [30, 18], 50, YAMNET_RATE,
+                              student_offset=s_off, teacher_offset=t_off, span=span)
+        for i, n in enumerate((120, 70)):
+            half = -(-int(span * 50 * 1000) // 2000)  # ceil(span * 50 / 2)
+            for k, (mean, count) in enumerate(span_means_by_hand(pred[i], n, 50, s_off, YAMNET_RATE, t_off, span, 30)):
+                counts = k < (30, 18)[i] and count >= min(n, half) and count > 0
+                assert bool(mask[i, k]) == counts, (s_off, t_off, span, i, k, count)
+                if counts:
+                    assert p[i, k].tolist() == pytest.approx(mean.tolist(), abs=1e-5)
+
+
+def test_span_pooling_counts_windows_with_half_a_span_and_every_frame_of_short_utterances():
+    pred = ramp(2, 100)
+    # utterance 0: 2 s, 26 patches; patch 25 (centre 2.0 s) holds student frames 76..99 = 24 < 25
+    # utterance 1: 0.4 s (20 frames): every patch holds all of them, so every patch counts
+    p, _, lengths, mask = align(pred, [100, 20], ramp(2, 26), [26, 5], 50, YAMNET_RATE, span=0.975)
+    assert mask[0].tolist() == [True] * 25 + [False]
+    assert mask[1].tolist() == [True] * 5 + [False] * 21
+    assert lengths.tolist() == [25, 5]
+    assert p[1, :5, 0].tolist() == pytest.approx([9.5] * 5)  # frames 20..99 are padding, never averaged in
+
+
+def test_span_pooling_spreads_each_teacher_frames_gradient_over_its_window():
+    pred = torch.zeros(1, 200, 1, requires_grad=True)
+    p, _, _, _ = align(pred, [200], torch.zeros(1, 50, 1), [50], 50, YAMNET_RATE, span=0.975)
+    p[0, 20, 0].backward()
+    grad = pred.grad[0, :, 0]
+    assert grad[56:105].tolist() == pytest.approx([1 / 49] * 49)  # frames 80 +- 24
+    assert float(grad.sum()) == pytest.approx(1.0) and int((grad != 0).sum()) == 49
+
+
+def test_span_pooling_still_refuses_frame_counts_that_disagree():
+    with pytest.raises(AlignmentError, match="yamnet: utterance u7"):
+        align(ramp(1, 100), [100], ramp(1, 30), [30], 50, YAMNET_RATE, name="yamnet", utts=["u7"], span=0.975)
+    align(ramp(1, 100), [100], ramp(1, 26), [26], 50, YAMNET_RATE, span=0.975)  # within one teacher frame

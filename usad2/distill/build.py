@@ -5,6 +5,7 @@ the prediction heads taken over from --init, and the teacher-family plugins.
 import dataclasses
 import logging
 
+from usad2.distill.align import parse_teacher_spans
 from usad2.distill.task import stage1_spec, stage2_spec
 from usad2.distill.weighting import parse_teacher_weights
 from usad2.errors import ConfigError, TeacherError
@@ -91,6 +92,31 @@ def teacher_specs(cfg, num_student_layers):
             same[0].widths.update(spec.widths)
         else:
             specs.append(spec)
+    return with_spans(specs, cfg)
+
+
+def with_spans(specs, cfg, check_cards=True):
+    """`specs` with --teacher_spans set on the teachers it names (usad2.distill.align).
+
+    A name outside this run that is a known card is ignored with a warning (a config shared by
+    runs with other teachers); one that is no card stops the run.
+    """
+    spans = parse_teacher_spans(cfg.teacher_spans)
+    names = [s.name for s in specs]
+    for name in sorted(set(spans) - set(names)):
+        if check_cards:
+            try:
+                load_card(name, cfg.teacher_cards or None)
+            except TeacherError as e:
+                raise ConfigError(f"--teacher_spans names {name}, not among this run's teachers "
+                                  f"({', '.join(names)}) and no teacher card: {e}") from None
+            logger.warning("--teacher_spans names %s, not among this run's teachers (%s): ignored",
+                           name, ", ".join(names))
+    for spec in specs:
+        spec.span = spans.get(spec.name)
+        if spec.span is not None:
+            logger.info("%s: the student's predictions are averaged over each teacher frame's %g s", spec.name,
+                        spec.span)
     return specs
 
 

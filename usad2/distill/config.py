@@ -20,6 +20,7 @@ import dataclasses
 import logging
 from typing import Optional
 
+from usad2.distill.align import format_teacher_spans, parse_teacher_spans
 from usad2.distill.weighting import format_teacher_weights, parse_teacher_weights
 from usad2.errors import ConfigError
 from usad2.models.presets import PRESETS
@@ -82,6 +83,10 @@ class TrainConfig:
                                  "utt2domain_post from usad2.bin.infer_domains: soft weights) or mixed (labels "
                                  "where known, posteriors elsewhere)", choices=("labels", "infer", "mixed"),
                                  identity=True)
+    teacher_spans: Optional[str] = _option(
+        None, "per teacher whose frames average a window of audio longer than their hop, the window in seconds, "
+        "e.g. 'yamnet=0.975': the student's predictions are averaged over each window instead of pooled to the "
+        "teacher's hop (usad2.distill.align; default none = the paper's alignment)", identity=True)
     tolerance: int = _option(2, "frame-length mismatch tolerated after alignment (student frames)")
     # optimisation
     max_steps: int = _option(1000, "optimizer steps")
@@ -152,6 +157,7 @@ class TrainConfig:
         # dict) become one string, so a resume compares meanings
         self.student_layers = format_student_layers(parse_student_layers(self.student_layers))
         self.teacher_weights = format_teacher_weights(parse_teacher_weights(self.teacher_weights))
+        self.teacher_spans = format_teacher_spans(parse_teacher_spans(self.teacher_spans))
         if self.student is None and not self.init:
             self.student = "tiny"
         if self.teacher_mode == "online":

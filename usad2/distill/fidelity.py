@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from usad2.distill.align import align
-from usad2.distill.build import loss_scales
+from usad2.distill.build import loss_scales, with_spans
 from usad2.distill.config import TrainConfig
 from usad2.distill.target_sources import OfflineTargets, OnlineTargets, with_probability_targets
 from usad2.distill.task import DistillModel, DistillTask, TargetStats, _spec, denormalise_preds
@@ -106,7 +106,8 @@ def teacher_specs_of(ckpt, where):
     """TeacherSpecs of the heads a checkpoint records (its `teachers`: name, frame rate, layer pairs)."""
     from usad2.teachers.registry import load_card
 
-    dirs = TrainConfig.from_saved(ckpt["config"], where).teacher_cards or None
+    cfg = TrainConfig.from_saved(ckpt["config"], where)
+    dirs = cfg.teacher_cards or None
     specs = []
     for rec in ckpt.get("teachers") or []:
         card = load_card(rec["name"], dirs)
@@ -116,7 +117,7 @@ def teacher_specs_of(ckpt, where):
         specs.append(_spec(card, [tuple(p) for p in rec["pairs"]]))
     if not specs:
         raise CheckpointError(f"{where}: records no teachers")
-    return specs
+    return with_spans(specs, cfg, check_cards=False)
 
 
 def build_from_checkpoint(ckpt, where, device="cpu"):
@@ -177,7 +178,7 @@ def aligned_heads(task, preds, pred_lengths, targets, batch):
         outputs, target_lengths = targets[spec.name]
         pred, target, _, mask = align(preds[key].float(), pred_lengths, outputs[j].float(), target_lengths,
                                       task.student_rate, spec.frame_rate, task.student_offset, spec.frame_offset,
-                                      task.tolerance, spec.name, list(batch.utts))
+                                      task.tolerance, spec.name, list(batch.utts), spec.span)
         yield key, pred[mask], target[mask]
 
 

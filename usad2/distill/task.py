@@ -56,6 +56,7 @@ class TeacherSpec:
     pairs: list
     widths: dict
     probability_layers: tuple = ()
+    span: float = None  # seconds of audio each teacher frame averages (--teacher_spans), or None
 
     def keys(self):
         return [head_key(self.name, t) for _, t in self.pairs]
@@ -212,7 +213,7 @@ class DistillTask:
                 target = self.stats.normalise(key, target)
             pred, target, _, mask = align(pred, pred_lengths, target, target_lengths, self.student_rate,
                                           spec.frame_rate, self.student_offset, spec.frame_offset,
-                                          self.tolerance, spec.name, list(batch.utts))
+                                          self.tolerance, spec.name, list(batch.utts), spec.span)
             values = (bernoulli_frame_loss(pred, target, mask) if bce
                       else frame_loss(pred, target, mask, squared=key in self.squared_keys))
             yield m, key, values, mask
