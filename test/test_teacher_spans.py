@@ -21,7 +21,7 @@ def test_parse_and_format_are_canonical():
 
 @pytest.mark.parametrize("text, message", [
     ("yamnet", "is not NAME=SECONDS"),
-    ("yamnet=long", "not a number of seconds"),
+    ("yamnet=long", "span of .yamnet. is not a number"),
     ("yamnet=0", "positive number of seconds"),
     ("yamnet=nan", "positive number of seconds"),
     ("yamnet=1,yamnet=2", "given twice"),

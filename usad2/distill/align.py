@@ -23,8 +23,8 @@ import math
 
 import torch
 
-from usad2.errors import ConfigError, Usad2Error
-from usad2.utils.cli import named_values
+from usad2.errors import Usad2Error
+from usad2.utils.cli import named_numbers
 
 
 class AlignmentError(Usad2Error):
@@ -35,18 +35,8 @@ def parse_teacher_spans(text):
     """"yamnet=0.975" (or a {name: seconds} dict from YAML) -> {name: float}; None/"" -> {}."""
     if not text:
         return {}
-    out = {}
-    for name, value in named_values(text, ",", "--teacher_spans", "NAME=SECONDS"):
-        try:
-            span = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"--teacher_spans: the span of {name!r} is not a number of seconds: {value!r}") from None
-        if not math.isfinite(span) or span <= 0:
-            raise ConfigError(f"--teacher_spans: the span of {name!r} must be a positive number of seconds, got {span}")
-        if name in out:
-            raise ConfigError(f"--teacher_spans: {name!r} is given twice")
-        out[name] = span
-    return out
+    return named_numbers(text, "--teacher_spans", "NAME=SECONDS", "span", lambda x: math.isfinite(x) and x > 0,
+                         "a positive number of seconds")
 
 
 def format_teacher_spans(spans):

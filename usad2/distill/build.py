@@ -95,6 +95,19 @@ def teacher_specs(cfg, num_student_layers):
     return with_spans(specs, cfg)
 
 
+def check_outside_names(option, named, specs, cfg):
+    """Warn about each teacher `option` names outside this run that is a known card (a config shared
+    by runs with other teachers); a ConfigError for one that is no card at all (a typo)."""
+    names = [s.name for s in specs]
+    for name in sorted(set(named) - set(names)):
+        try:
+            load_card(name, cfg.teacher_cards or None)
+        except TeacherError as e:
+            raise ConfigError(f"{option} names {name}, not among this run's teachers "
+                              f"({', '.join(names)}) and no teacher card: {e}") from None
+        logger.warning("%s names %s, not among this run's teachers (%s): ignored", option, name, ", ".join(names))
+
+
 def with_spans(specs, cfg, check_cards=True):
     """`specs` with --teacher_spans set on the teachers it names (usad2.distill.align).
 
@@ -102,16 +115,8 @@ def with_spans(specs, cfg, check_cards=True):
     runs with other teachers); one that is no card stops the run.
     """
     spans = parse_teacher_spans(cfg.teacher_spans)
-    names = [s.name for s in specs]
-    for name in sorted(set(spans) - set(names)):
-        if check_cards:
-            try:
-                load_card(name, cfg.teacher_cards or None)
-            except TeacherError as e:
-                raise ConfigError(f"--teacher_spans names {name}, not among this run's teachers "
-                                  f"({', '.join(names)}) and no teacher card: {e}") from None
-            logger.warning("--teacher_spans names %s, not among this run's teachers (%s): ignored",
-                           name, ", ".join(names))
+    if check_cards:
+        check_outside_names("--teacher_spans", spans, specs, cfg)
     for spec in specs:
         spec.span = spans.get(spec.name)
         if spec.span is not None:
@@ -129,16 +134,8 @@ def loss_scales(cfg, specs, check_cards=True):
     """
     scales = parse_teacher_weights(cfg.teacher_weights)
     names = [s.name for s in specs]
-    outside = sorted(set(scales) - set(names))
     if check_cards:
-        for name in outside:
-            try:
-                load_card(name, cfg.teacher_cards or None)
-            except TeacherError as e:
-                raise ConfigError(f"--teacher_weights names {name}, not among this run's teachers "
-                                  f"({', '.join(names)}) and no teacher card: {e}") from None
-            logger.warning("--teacher_weights names %s, not among this run's teachers (%s): ignored",
-                           name, ", ".join(names))
+        check_outside_names("--teacher_weights", scales, specs, cfg)
     values = [scales.get(n, 1.0) for n in names]
     if scales:
         logger.info("teacher loss scales: %s", ", ".join(f"{n} x{v:g}" for n, v in zip(names, values)))

@@ -17,7 +17,7 @@ the loss can be raised or lowered without touching the rule (default 1 for every
 import math
 
 from usad2.errors import ConfigError
-from usad2.utils.cli import named_values
+from usad2.utils.cli import named_numbers
 
 UTTERANCE_DOMAINS = ("speech", "audio", "music", "unknown")
 POSTERIOR_DOMAINS = ("speech", "audio", "music")  # the order of a posterior's entries
@@ -67,18 +67,8 @@ def parse_teacher_weights(text):
     """
     if not text:
         return {}
-    out = {}
-    for name, value in named_values(text, ",", "--teacher_weights", "NAME=SCALE"):
-        try:
-            scale = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"--teacher_weights: the scale of {name!r} is not a number: {value!r}") from None
-        if not math.isfinite(scale) or scale < 0:
-            raise ConfigError(f"--teacher_weights: the scale of {name!r} must be a finite number >= 0, got {scale}")
-        if name in out:
-            raise ConfigError(f"--teacher_weights: {name!r} is given twice")
-        out[name] = scale
-    return out
+    return named_numbers(text, "--teacher_weights", "NAME=SCALE", "scale", lambda x: math.isfinite(x) and x >= 0,
+                         "a finite number >= 0")
 
 
 def format_teacher_weights(scales):

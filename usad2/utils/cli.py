@@ -39,6 +39,26 @@ def named_values(text, separator, option, form):
     return items
 
 
+def named_numbers(text, option, form, noun, valid, requirement):
+    """{name: float} of a per-name numeric option ("a=2,b=0.5" or a {name: value} dict from YAML).
+
+    `valid(x)` says whether a number is allowed; otherwise the ConfigError says the `noun` of the
+    name "must be" `requirement`. A name given twice is an error.
+    """
+    out = {}
+    for name, value in named_values(text, ",", option, form):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{option}: the {noun} of {name!r} is not a number: {value!r}") from None
+        if not valid(number):
+            raise ConfigError(f"{option}: the {noun} of {name!r} must be {requirement}, got {number}")
+        if name in out:
+            raise ConfigError(f"{option}: {name!r} is given twice")
+        out[name] = number
+    return out
+
+
 def make_parser(description):
     """An ArgumentParser whose --help shows every default."""
     return argparse.ArgumentParser(description=description,
