@@ -102,21 +102,22 @@ def _align_spans(pred, pred_lengths, target, target_lengths, rs, rt, student_off
     ratio = rt / rs  # teacher frames per student frame
     expected = (pred_lengths * ratio.numerator + ratio.denominator - 1) // ratio.denominator
     tol = max(1, math.ceil(tolerance * ratio))
-    _check_lengths(expected, target_lengths, tol, name, utts)
+    _check_lengths(expected, target_lengths, tol, name, utts, "teacher frames expected from the student's")
     pooled, counted = _span_pool(pred, pred_lengths, rs, student_offset, rt, teacher_offset, span,
                                  target.shape[1])
     mask = counted & (torch.arange(target.shape[1], device=target.device).unsqueeze(0) < target_lengths.unsqueeze(1))
     return pooled, target, mask.sum(1), mask
 
 
-def _check_lengths(pred_lengths, target_lengths, tol, name, utts):
-    """AlignmentError naming the utterance whose frame counts differ most, if beyond `tol`."""
+def _check_lengths(pred_lengths, target_lengths, tol, name, utts, counted="student frames"):
+    """AlignmentError naming the utterance whose frame counts differ most, if beyond `tol`;
+    `counted` says what `pred_lengths` counts."""
     diff = (pred_lengths - target_lengths).abs()
     if bool((diff > tol).any()):
         i = int(diff.argmax())
         who = utts[i] if utts is not None else f"batch item {i}"
         raise AlignmentError(
-            f"{name}: utterance {who}: {int(pred_lengths[i])} student frames vs "
+            f"{name}: utterance {who}: {int(pred_lengths[i])} {counted} vs "
             f"{int(target_lengths[i])} teacher frames after alignment (tolerance {tol})")
 
 
