@@ -27,7 +27,6 @@ from usad2.distill.task import EvalAccumulator, TargetStats
 from usad2.errors import ConfigError
 from usad2.models.checkpoint import TRAIN_FORMAT, model_from_checkpoint
 from usad2.models.export import load_export, save_export
-from usad2.teachers.base import TeacherError
 from usad2.utils import dist
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -424,7 +423,7 @@ def test_student_layers_move_a_teachers_heads_and_a_continuation_is_warned(corpu
               dev=False))
     with open(os.path.join(other, "distill.log")) as f:
         assert "--student_layers names tiny_music, not among this run's stage-1 teachers" in f.read()
-    with pytest.raises(TeacherError, match="unknown teacher .tiny_other."):
+    with pytest.raises(ConfigError, match="--student_layers names tiny_other, .*no teacher card: unknown teacher .tiny_other."):
         main(argv(corpus, str(tmp_path / "bad"), 1, "--student_layers", "tiny_other=1,2,3", dev=False))
     with pytest.raises(ConfigError, match="not NAME=LAYER"):
         parse_args(["--train_dir", "t", "--out_dir", "o", "--student_layers", "tiny_speech:1,2,3"])

@@ -77,12 +77,7 @@ def teacher_specs(cfg, num_student_layers):
         if len(set(names)) != len(names):
             raise ConfigError(f"a teacher is listed twice: {names}")
     chosen = parse_student_layers(cfg.student_layers)
-    for name in sorted(set(chosen) - set(stage1)):
-        # a known card outside this run (a config shared by runs with other teachers): ignored;
-        # a name that is no card at all (a typo) stops the run
-        load_card(name, dirs)
-        logger.warning("--student_layers names %s, not among this run's stage-1 teachers (%s): ignored",
-                       name, ", ".join(stage1) or "none")
+    check_outside_names("--student_layers", chosen, stage1, cfg, "this run's stage-1 teachers")
     specs = [stage1_spec(load_card(n, dirs), num_student_layers, cfg.k, chosen.get(n)) for n in stage1]
     for name in stage2:
         spec = stage2_spec(load_card(name, dirs), num_student_layers, cfg.stage2_student_layer)
@@ -95,17 +90,16 @@ def teacher_specs(cfg, num_student_layers):
     return with_spans(specs, cfg)
 
 
-def check_outside_names(option, named, specs, cfg):
-    """Warn about each teacher `option` names outside this run that is a known card (a config shared
+def check_outside_names(option, named, names, cfg, among="this run's teachers"):
+    """Warn about each teacher `option` names outside `names` that is a known card (a config shared
     by runs with other teachers); a ConfigError for one that is no card at all (a typo)."""
-    names = [s.name for s in specs]
+    listed = ", ".join(names) or "none"
     for name in sorted(set(named) - set(names)):
         try:
             load_card(name, cfg.teacher_cards or None)
         except TeacherError as e:
-            raise ConfigError(f"{option} names {name}, not among this run's teachers "
-                              f"({', '.join(names)}) and no teacher card: {e}") from None
-        logger.warning("%s names %s, not among this run's teachers (%s): ignored", option, name, ", ".join(names))
+            raise ConfigError(f"{option} names {name}, not among {among} ({listed}) and no teacher card: {e}") from None
+        logger.warning("%s names %s, not among %s (%s): ignored", option, name, among, listed)
 
 
 def with_spans(specs, cfg, check_cards=True):
@@ -116,7 +110,7 @@ def with_spans(specs, cfg, check_cards=True):
     """
     spans = parse_teacher_spans(cfg.teacher_spans)
     if check_cards:
-        check_outside_names("--teacher_spans", spans, specs, cfg)
+        check_outside_names("--teacher_spans", spans, [s.name for s in specs], cfg)
     for spec in specs:
         spec.span = spans.get(spec.name)
         if spec.span is not None:
@@ -135,7 +129,7 @@ def loss_scales(cfg, specs, check_cards=True):
     scales = parse_teacher_weights(cfg.teacher_weights)
     names = [s.name for s in specs]
     if check_cards:
-        check_outside_names("--teacher_weights", scales, specs, cfg)
+        check_outside_names("--teacher_weights", scales, [s.name for s in specs], cfg)
     values = [scales.get(n, 1.0) for n in names]
     if scales:
         logger.info("teacher loss scales: %s", ", ".join(f"{n} x{v:g}" for n, v in zip(names, values)))
