@@ -41,6 +41,7 @@ max_duration=30         # stage 2 drops clips longer than this (seconds)
 # Teachers and student
 teachers=""             # stage-1 teacher cards, comma-separated (empty: the verbs' defaults)
 plus_teachers=""        # stage-2 teacher cards, comma-separated
+probe_teachers=""       # teacher cards only compared with, never distilled: stage 0 fetches them, stages 8 and 10 evaluate them (and stage 8's teachers_concat holds them); stage 4 skips them
 teacher_checkpoints=""  # local checkpoints NAME=PATH,... (e.g. wavlm_base_plus=/models/wavlm-base-plus): stage 0 writes cards pointing at them
 teacher_mode=offline    # offline: targets extracted in stage 4; online: teachers run in training
 student=tiny            # student preset (tiny, mini, mini6, small, base, large, xlarge, xxlarge; <preset>_f1)
@@ -167,13 +168,21 @@ if [ "${run_plus}" = true ]; then
     final_dir="${plus_dir}"
     trained_dirs+=("${plus_dir}")
 fi
-# Every teacher of the run, each once, in order: stage 1's, then stage 2's when stage 6 runs
-# (stage 0 fetches them, stage 4 extracts them, stage 8 probes them).
+# Every teacher the run distils, each once, in order: stage 1's, then stage 2's when stage 6 runs
+# (stage 4 extracts their targets); then every teacher of the run: those and the --probe_teachers
+# (stage 0 fetches them, stages 8 and 10 evaluate them, stage 8's teachers_concat holds them all).
+distilled_teachers=()
 all_teachers=()
 IFS=, read -ra _t1 <<< "${teachers}"
 IFS=, read -ra _t2 <<< "${plus_teachers}"
+IFS=, read -ra _t3 <<< "${probe_teachers}"
 [ "${run_plus}" = true ] || _t2=()
 for _t in "${_t1[@]+"${_t1[@]}"}" "${_t2[@]+"${_t2[@]}"}"; do
+    [ -n "${_t}" ] || continue
+    [[ " ${distilled_teachers[*]+"${distilled_teachers[*]}"} " == *" ${_t} "* ]] || distilled_teachers+=("${_t}")
+done
+all_teachers=("${distilled_teachers[@]+"${distilled_teachers[@]}"}")
+for _t in "${_t3[@]+"${_t3[@]}"}"; do
     [ -n "${_t}" ] || continue
     [[ " ${all_teachers[*]+"${all_teachers[*]}"} " == *" ${_t} "* ]] || all_teachers+=("${_t}")
 done
@@ -254,9 +263,9 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
         log "Stage 4: teacher targets: skipped (--teacher_mode online)"
     else
         log "Stage 4: teacher targets (K=${num_distill_layers}) -> ${dumpdir}/targets/<teacher>/<set>"
-        [ "${#all_teachers[@]}" -gt 0 ] || die "Stage 4 needs --teachers"
+        [ "${#distilled_teachers[@]}" -gt 0 ] || die "Stage 4 needs --teachers"
         require_card_dir
-        for teacher in "${all_teachers[@]}"; do
+        for teacher in "${distilled_teachers[@]}"; do  # the --probe_teachers need no targets
             for dset in "${train_set}_mix" "${dev_set}"; do
                 out="${dumpdir}/targets/${teacher}/${dset}"
                 _x=(--teacher "${teacher}" --data "${dumpdir}/raw/${dset}" --out "${out}" --nj "${nj}"
