@@ -8,7 +8,7 @@
 #   ./run.sh --local_data_opts "--corpora librispeech,audioset,jamendo" --datadir data_real --dumpdir dump_real --expdir exp_real
 # The paper's teachers, from local checkpoints (nothing is downloaded; README "Paper teachers"):
 #   ./run.sh --teachers wavlm_base_plus,atst_frame,muq \
-#       --plus_teachers whisper_large_v3,af_whisper --run_plus true \
+#       --plus_teachers whisper_large_v3,af_whisper --probe_teachers "" --run_plus true \
 #       --teacher_checkpoints wavlm_base_plus=/models/wavlm-base-plus,atst_frame=/models/atstframe_base.ckpt,muq=/models/MuQ-large-msd-iter,whisper_large_v3=/models/whisper-large-v3,af_whisper=/models/audio-flamingo-3
 # Options given here are this recipe's defaults; any of them can be overridden on the command
 # line (later options win). The stages themselves live in usad2.sh (a symlink to the template),
