@@ -69,9 +69,7 @@ def test_recipe_defaults_run_both_stages(recorded_recipe):
     assert "student=exp/usad2_mini6_offline_distill_default_plus_default/export/model.pt" in probe
     assert "student_stage1=exp/usad2_mini6_offline_distill_default/export/model.pt" in probe
     assert _val(probe, "--out_dir") == "exp/usad2_mini6_offline_distill_default_plus_default/probe"
-    # every teacher once (yamnet is a stage-1 and a stage-2 teacher; resemblyzer is only probed),
-    # then all of them at once
-    assert _val(s2, "--stage2_teachers") == "yamnet"
+    # every teacher once (yamnet is a stage-1 and a stage-2 teacher), then all of them at once
     assert probe.count("yamnet") == 1 and probe.count("resemblyzer") == 1
     assert "teachers_concat=concat:speech_embedding,yamnet,basic_pitch,resemblyzer" in probe
 
@@ -79,28 +77,27 @@ def test_recipe_defaults_run_both_stages(recorded_recipe):
 def test_recipe_probe_teachers(recorded_recipe):
     """--probe_teachers are fetched (stage 0), probed and part of the topline (stage 8), but get no
     targets (stage 4) and no loss; a card that is also a --plus_teachers one is distilled as well."""
-    r, verbs, lines = _recipe(recorded_recipe, "--stage", "0", "--stop_stage", "8", "--probe_teachers", "resemblyzer,mfcc_x")
+    r, verbs, lines = _recipe(recorded_recipe, "--stage", "0", "--stop_stage", "8", "--plus_teachers", "yamnet",
+                              "--probe_teachers", "resemblyzer,mfcc_x")
     assert r.returncode == 0, r.stderr
     assert _val(verbs["teachers"], "--teachers") == "speech_embedding,yamnet,basic_pitch,resemblyzer,mfcc_x"
-    extracted = {_val(line.split(), "--teacher") for line in lines if line.split()[1] == "usad2.bin.extract_teacher"}
-    assert extracted == {"speech_embedding", "yamnet", "basic_pitch"}
-    distill = " ".join(line for line in lines if line.split()[1] == "usad2.bin.distill")
-    assert "resemblyzer" not in distill and "mfcc_x" not in distill
-    probe = verbs["probe"]
-    assert "resemblyzer" in probe and "mfcc_x" in probe
-    assert "teachers_concat=concat:speech_embedding,yamnet,basic_pitch,resemblyzer,mfcc_x" in probe
-    # distilled in stage 2 and probed: extracted, and still probed once
-    r, verbs, lines = _recipe(recorded_recipe, "--stage", "4", "--stop_stage", "8", "--plus_teachers", "resemblyzer,yamnet")
-    assert r.returncode == 0, r.stderr
     extracted = [_val(line.split(), "--teacher") for line in lines
                  if line.split()[1] == "usad2.bin.extract_teacher" and "--job" not in line.split()]
-    assert extracted == ["speech_embedding"] * 2 + ["yamnet"] * 2 + ["basic_pitch"] * 2 + ["resemblyzer"] * 2
-    s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"][1]
-    assert _val(s2, "--stage2_teachers") == "resemblyzer,yamnet" and verbs["probe"].count("resemblyzer") == 1
-    # no probe-only teacher: the topline is the distilled teachers'
-    r, verbs, _ = _recipe(recorded_recipe, "--probe_teachers", "")
-    assert "teachers_concat=concat:speech_embedding,yamnet,basic_pitch" in verbs["probe"]
-    assert "resemblyzer" not in " ".join(verbs["probe"])
+    assert extracted == ["speech_embedding"] * 2 + ["yamnet"] * 2 + ["basic_pitch"] * 2
+    s1, s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"]
+    assert _val(s2, "--stage2_teachers") == "yamnet"
+    assert not any(name in " ".join(s1 + s2) for name in ("resemblyzer", "mfcc_x"))
+    probe = verbs["probe"]
+    assert probe.count("resemblyzer") == 1 and probe.count("mfcc_x") == 1
+    assert "teachers_concat=concat:speech_embedding,yamnet,basic_pitch,resemblyzer,mfcc_x" in probe
+    # without stage 2 the probe-only teacher stays in the topline; its stage-2 teachers do not
+    r, verbs, _ = _recipe(recorded_recipe, "--run_plus", "false", "--probe_teachers", "resemblyzer")
+    assert "teachers_concat=concat:speech_embedding,yamnet,basic_pitch,resemblyzer" in verbs["probe"]
+    # a card both distilled (the demo's stage 2) and named as probe-only: extracted, distilled, probed once
+    r, verbs, lines = _recipe(recorded_recipe, "--stage", "4", "--stop_stage", "8", "--probe_teachers", "resemblyzer")
+    extracted = [_val(line.split(), "--teacher") for line in lines
+                 if line.split()[1] == "usad2.bin.extract_teacher" and "--job" not in line.split()]
+    assert extracted.count("resemblyzer") == 2 and verbs["probe"].count("resemblyzer") == 1
 
 
 def test_recipe_plus_keep_stage1(recorded_recipe):
@@ -109,7 +106,7 @@ def test_recipe_plus_keep_stage1(recorded_recipe):
     assert r.returncode == 0, r.stderr
     s1, s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"]
     assert _val(s2, "--teachers") == _val(s1, "--teachers") and _val(s2, "--drop_stage1") == "false"
-    assert _val(s2, "--stage2_teachers") == "yamnet"
+    assert _val(s2, "--stage2_teachers") == "resemblyzer,yamnet"
     r, verbs, lines = _recipe(recorded_recipe, "--plus_keep_stage1", "false")  # the paper's stage 2
     s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"][1]
     assert "--drop_stage1" not in s2 and "--teachers" not in s2
@@ -126,8 +123,7 @@ def test_recipe_stage1_only(recorded_recipe):
     assert _val(verbs["export"], "--out") == "exp/usad2_mini6_offline_distill_default/export/model.pt"
     assert "student=exp/usad2_mini6_offline_distill_default/export/model.pt" in verbs["probe"]
     assert not any(w.startswith("student_stage1=") for w in verbs["probe"])
-    # the topline does not depend on whether stage 2 runs: the probe-only teacher stays in it
-    assert "teachers_concat=concat:speech_embedding,yamnet,basic_pitch,resemblyzer" in verbs["probe"]
+    assert "teachers_concat=concat:speech_embedding,yamnet,basic_pitch" in verbs["probe"]
 
 
 def test_recipe_ablation_options(recorded_recipe):
@@ -140,7 +136,7 @@ def test_recipe_ablation_options(recorded_recipe):
     assert _val(s2, "--omega") == "1" and _val(s2, "--student") == "mini6" and "--init" not in s2
     # one value for both stages: distill ignores (with a warning) a card that is not in the stage
     assert _val(s1, "--teacher_weights") == _val(s2, "--teacher_weights") == "speech_embedding=2,resemblyzer=0.5"
-    assert _val(s2, "--stage2_teachers") == "yamnet"
+    assert _val(s2, "--stage2_teachers") == "resemblyzer,yamnet"
     assert "Stage 6: distill stage 2 (\"+\") from scratch" in r.stderr
     assert "basic_pitch" not in " ".join(verbs["probe"])
     s3 = verbs["s3prl_probe"]
@@ -243,7 +239,7 @@ def test_one_k_for_targets_and_both_trainings(recorded_recipe):
     extract = [line.split() for line in lines if line.split()[1] == "usad2.bin.extract_teacher"]
     # launcher jobs (--job 1, --job 2) then the merge, per teacher and set; yamnet (both stages) once
     teachers = [_val(words, "--teacher") for words in extract if "--job" not in words]
-    assert teachers == ["speech_embedding"] * 2 + ["yamnet"] * 2 + ["basic_pitch"] * 2  # resemblyzer: probe only
+    assert teachers == ["speech_embedding"] * 2 + ["yamnet"] * 2 + ["basic_pitch"] * 2 + ["resemblyzer"] * 2
     assert len(extract) == 3 * len(teachers) and all(_val(words, "--k") == "3" for words in extract)
     distill = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"]
     assert len(distill) == 2 and all(_val(words, "--k") == "3" for words in distill)
@@ -255,7 +251,7 @@ def test_one_k_for_targets_and_both_trainings(recorded_recipe):
                               "--teacher_checkpoints", "yamnet=/models/yamnet")
     assert r.returncode == 0, r.stderr
     card_users = [line.split() for line in lines if line.split()[1] in ("usad2.bin.extract_teacher", "usad2.bin.distill")]
-    assert len(card_users) == 20 and all(_val(w, "--teacher_cards") == "dump/teacher_cards" for w in card_users)
+    assert len(card_users) == 26 and all(_val(w, "--teacher_cards") == "dump/teacher_cards" for w in card_users)
     r, _, lines = _recipe(recorded_recipe, "--num_distill_layers", "0")
     assert r.returncode == 1 and "--num_distill_layers: a positive integer, got '0'" in r.stderr and not lines
 

@@ -172,8 +172,7 @@ def read_matrix(scp):
 def test_recipe_runs_with_paper_teachers_given_by_path(paper_recipe):
     recipe, ckpts, env = paper_recipe
     t0 = time.monotonic()
-    # --probe_teachers "": the demo recipe's probe-only comparator (resemblyzer) is not one of these
-    common = ["--teachers", ",".join(STAGE1), "--plus_teachers", ",".join(STAGE2), "--probe_teachers", "", "--demo_size", "tiny",
+    common = ["--teachers", ",".join(STAGE1), "--plus_teachers", ",".join(STAGE2), "--demo_size", "tiny",
               "--teacher_checkpoints", ",".join(f"{n}={p}" for n, p in ckpts.items()), "--nj", "1",
               "--distill_args", "--max_steps 4 --save_every 4 --dev_every 4 --batch_seconds 8 --crop_seconds 2 "
                                 "--warmup_steps 1 --norm_batches 2 --log_every 1"]

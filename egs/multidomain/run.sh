@@ -8,7 +8,7 @@
 #   ./run.sh --local_data_opts "--corpora librispeech,audioset,jamendo" --datadir data_real --dumpdir dump_real --expdir exp_real
 # The paper's teachers, from local checkpoints (nothing is downloaded; README "Paper teachers"):
 #   ./run.sh --teachers wavlm_base_plus,atst_frame,muq \
-#       --plus_teachers whisper_large_v3,af_whisper --probe_teachers "" --run_plus true \
+#       --plus_teachers whisper_large_v3,af_whisper --run_plus true \
 #       --teacher_checkpoints wavlm_base_plus=/models/wavlm-base-plus,atst_frame=/models/atstframe_base.ckpt,muq=/models/MuQ-large-msd-iter,whisper_large_v3=/models/whisper-large-v3,af_whisper=/models/audio-flamingo-3
 # Options given here are this recipe's defaults; any of them can be overridden on the command
 # line (later options win). The stages themselves live in usad2.sh (a symlink to the template),
@@ -19,16 +19,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 # Stage 1 demo teachers, one per domain: speech, general audio, music.
 teachers="speech_embedding,yamnet,basic_pitch"
-# Stage 2 ("+"): YAMNet's last layer (its 521 classes) in AF3's role. This stand-in is far weaker
-# than AF3, so stage 2 keeps distilling the stage-1 teachers beside it (--plus_keep_stage1 true; the
-# paper drops them: --plus_keep_stage1 false). Measured over three seeds, dropping them costs 0.030
-# overall, keeping them 0 (RESULTS.md section 2).
-plus_teachers="yamnet"
-# Resemblyzer, the demo's stand-in for Whisper (speech), is probed and part of the teachers_concat
-# topline but not distilled: over three seeds, distilling it in stage 2 cost 1.1 points overall
-# for 1.2 points of chord quality (RESULTS.md section 2.18); --plus_teachers resemblyzer,yamnet
-# distils it again.
-probe_teachers="resemblyzer"
+# Stage 2 ("+"): Resemblyzer in Whisper's role (speech), YAMNet's last layer in AF3's. These
+# stand-ins are far weaker than Whisper and AF3, so stage 2 keeps distilling the stage-1 teachers
+# beside them (--plus_keep_stage1 true; the paper drops them: --plus_keep_stage1 false). Measured
+# over three seeds, dropping them costs 0.030 overall, keeping them 0 (RESULTS.md section 2).
+# Stage 2 without Resemblyzer, still probed (--plus_teachers yamnet --probe_teachers resemblyzer),
+# is no better over six paired runs: overall +0.3, chord quality -0.8 by CV (RESULTS.md 2.18).
+plus_teachers="resemblyzer,yamnet"
 
 # --demo_size SIZE (tiny, default or large) picks conf/{distill,plus}_SIZE.yaml and reaches
 # local/data.sh through --local_data_opts (put before the user's own local_data_opts); every other
@@ -69,7 +66,6 @@ fi
     --nproc 2 \
     --teachers "${teachers}" \
     --plus_teachers "${plus_teachers}" \
-    --probe_teachers "${probe_teachers}" \
     --plus_keep_stage1 true \
     --teacher_mode offline \
     --min_duration 0.2 \
