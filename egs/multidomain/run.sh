@@ -24,7 +24,8 @@ teachers="speech_embedding,yamnet,basic_pitch"
 # beside them (--plus_keep_stage1 true; the paper drops them: --plus_keep_stage1 false). Measured
 # over three seeds, dropping them costs 0.030 overall, keeping them 0 (RESULTS.md section 2).
 # Stage 2 without Resemblyzer, still probed (--plus_teachers yamnet --probe_teachers resemblyzer),
-# is no better over six paired runs: overall +0.3, chord quality -0.8 by CV (RESULTS.md 2.18).
+# is no better over six paired runs: overall +0.3 (probe), +0.8 (concat read-out, all of it speech),
+# chord quality -0.8 by CV and -5 by the probe (RESULTS.md 2.18).
 plus_teachers="resemblyzer,yamnet"
 
 # --demo_size SIZE (tiny, default or large) picks conf/{distill,plus}_SIZE.yaml and reaches
