@@ -95,6 +95,7 @@ def test_recipe_probe_teachers(recorded_recipe):
     assert "teachers_concat=concat:speech_embedding,yamnet,basic_pitch,resemblyzer" in verbs["probe"]
     # a card both distilled (the demo's stage 2) and named as probe-only: extracted, distilled, probed once
     r, verbs, lines = _recipe(recorded_recipe, "--stage", "4", "--stop_stage", "8", "--probe_teachers", "resemblyzer")
+    assert r.returncode == 0, r.stderr
     extracted = [_val(line.split(), "--teacher") for line in lines
                  if line.split()[1] == "usad2.bin.extract_teacher" and "--job" not in line.split()]
     assert extracted.count("resemblyzer") == 2 and verbs["probe"].count("resemblyzer") == 1

@@ -171,21 +171,21 @@ fi
 # Every teacher the run distils, each once, in order: stage 1's, then stage 2's when stage 6 runs
 # (stage 4 extracts their targets); then every teacher of the run: those and the --probe_teachers
 # (stage 0 fetches them, stages 8 and 10 evaluate them, stage 8's teachers_concat holds them all).
-distilled_teachers=()
-all_teachers=()
+# Prints each non-empty argument once, in order of first appearance.
+unique_names() {
+    local seen=" " name
+    for name in "$@"; do
+        [ -n "${name}" ] && [[ "${seen}" != *" ${name} "* ]] || continue
+        seen+="${name} "
+        echo "${name}"
+    done
+}
 IFS=, read -ra _t1 <<< "${teachers}"
 IFS=, read -ra _t2 <<< "${plus_teachers}"
 IFS=, read -ra _t3 <<< "${probe_teachers}"
 [ "${run_plus}" = true ] || _t2=()
-for _t in "${_t1[@]+"${_t1[@]}"}" "${_t2[@]+"${_t2[@]}"}"; do
-    [ -n "${_t}" ] || continue
-    [[ " ${distilled_teachers[*]+"${distilled_teachers[*]}"} " == *" ${_t} "* ]] || distilled_teachers+=("${_t}")
-done
-all_teachers=("${distilled_teachers[@]+"${distilled_teachers[@]}"}")
-for _t in "${_t3[@]+"${_t3[@]}"}"; do
-    [ -n "${_t}" ] || continue
-    [[ " ${all_teachers[*]+"${all_teachers[*]}"} " == *" ${_t} "* ]] || all_teachers+=("${_t}")
-done
+mapfile -t distilled_teachers < <(unique_names "${_t1[@]+"${_t1[@]}"}" "${_t2[@]+"${_t2[@]}"}")
+mapfile -t all_teachers < <(unique_names "${distilled_teachers[@]+"${distilled_teachers[@]}"}" "${_t3[@]+"${_t3[@]}"}")
 all_teachers_csv=$(IFS=,; echo "${all_teachers[*]+"${all_teachers[*]}"}")
 
 # Cards of the teachers given by --teacher_checkpoints (stage 0); stages 4-6 and 8-9 read them first.
