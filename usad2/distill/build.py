@@ -87,7 +87,7 @@ def teacher_specs(cfg, num_student_layers):
             same[0].widths.update(spec.widths)
         else:
             specs.append(spec)
-    return with_spans(specs, cfg)
+    return with_teacher_options(specs, cfg)
 
 
 def check_outside_names(option, named, names, cfg, among="this run's teachers"):
@@ -100,6 +100,33 @@ def check_outside_names(option, named, names, cfg, among="this run's teachers"):
         except TeacherError as e:
             raise ConfigError(f"{option} names {name}, not among {among} ({listed}) and no teacher card: {e}") from None
         logger.warning("%s names %s, not among %s (%s): ignored", option, name, among, listed)
+
+
+def with_teacher_options(specs, cfg, check_cards=True):
+    """`specs` with the per-teacher options that change how their targets are fitted applied."""
+    return with_sparse_layers(with_spans(specs, cfg, check_cards), cfg, check_cards)
+
+
+def with_sparse_layers(specs, cfg, check_cards=True):
+    """`specs` with --sparse_layers set on the teachers it names (usad2.distill.task).
+
+    A named layer this run does not distil is ignored with a warning (a config shared by stage 1
+    and stage 2); a teacher outside the run is treated as --teacher_spans treats it.
+    """
+    chosen = parse_student_layers(cfg.sparse_layers, "--sparse_layers")
+    if check_cards:
+        check_outside_names("--sparse_layers", chosen, [s.name for s in specs], cfg)
+    for spec in specs:
+        layers = chosen.get(spec.name, [])
+        unused = [t for t in layers if t not in spec.teacher_layers]
+        if unused:
+            logger.warning("--sparse_layers: %s layers %s are not distilled in this run (%s): ignored", spec.name,
+                           unused, spec.teacher_layers)
+        spec.sparse_layers = tuple(t for t in layers if t in spec.teacher_layers)
+        if spec.sparse_layers:
+            logger.info("%s: layers %s fitted as sparse (one std per layer, squared error)", spec.name,
+                        list(spec.sparse_layers))
+    return specs
 
 
 def with_spans(specs, cfg, check_cards=True):
@@ -177,7 +204,18 @@ def kept_head_changes(init_ckpt, keys, head_inputs, probability_keys, cfg):
     if saved != cfg.probability_targets and probability_heads:
         problems.append(f"it fitted probability targets with --probability_targets {saved}, this run with "
                         f"{cfg.probability_targets}: the kept heads {', '.join(probability_heads)} change units")
+    before = _sparse_keys((init_ckpt.get("config") or {}).get("sparse_layers"))
+    changed = [k for k in keys if k in before ^ _sparse_keys(cfg.sparse_layers)]
+    if changed:
+        problems.append(f"--sparse_layers names the kept heads {', '.join(changed)} in one of the two runs only: "
+                        "they change units")
     return problems
+
+
+def _sparse_keys(text):
+    """Head keys of a --sparse_layers value."""
+    return {head_key(name, t) for name, layers in parse_student_layers(text, "--sparse_layers").items()
+            for t in layers}
 
 
 def import_plugins(names):

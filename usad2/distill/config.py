@@ -123,6 +123,11 @@ class TrainConfig:
         "fitted by the Bernoulli KL to the posteriors (usad2.distill.loss); mse = posteriors centred and scaled by "
         "one std per layer, squared error instead of L1 in the frame loss",
         choices=("logit", "raw", "bce", "mse"), identity=True)
+    sparse_layers: Optional[str] = _option(
+        None, "per teacher, layers whose dimensions are mostly inactive, fitted as --probability_targets mse fits "
+        "posteriors (centred, one std per layer, squared error instead of L1), e.g. 'yamnet=6' (YAMNet's embedding, four "
+        "fifths zeros); ';' between teachers; default none = every layer standardised per dimension",
+        identity=True)
     norm_batches: int = _option(20, "training batches used for the target statistics")
     # initialisation, stage 2, up-scaling
     init: Optional[str] = _option(None, "stage-1 training checkpoint, export, or experiment dir (its best.pt, else "
@@ -156,6 +161,7 @@ class TrainConfig:
         # a malformed map fails here, before anything runs; spellings of one map (spaces, order, a YAML
         # dict) become one string, so a resume compares meanings
         self.student_layers = format_student_layers(parse_student_layers(self.student_layers))
+        self.sparse_layers = format_student_layers(parse_student_layers(self.sparse_layers, "--sparse_layers"))
         self.teacher_weights = format_teacher_weights(parse_teacher_weights(self.teacher_weights))
         self.teacher_spans = format_teacher_spans(parse_teacher_spans(self.teacher_spans))
         if self.student is None and not self.init:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from usad2.distill.align import align
-from usad2.distill.build import loss_scales, with_spans
+from usad2.distill.build import loss_scales, with_teacher_options
 from usad2.distill.config import TrainConfig
 from usad2.distill.target_sources import OfflineTargets, OnlineTargets, with_probability_targets
 from usad2.distill.task import DistillModel, DistillTask, TargetStats, _spec, denormalise_preds
@@ -117,7 +117,7 @@ def teacher_specs_of(ckpt, where):
         specs.append(_spec(card, [tuple(p) for p in rec["pairs"]]))
     if not specs:
         raise CheckpointError(f"{where}: records no teachers")
-    return with_spans(specs, cfg, check_cards=False)
+    return with_teacher_options(specs, cfg, check_cards=False)
 
 
 def build_from_checkpoint(ckpt, where, device="cpu"):

@@ -57,6 +57,7 @@ class TeacherSpec:
     widths: dict
     probability_layers: tuple = ()
     span: float = None  # seconds of audio each teacher frame averages (--teacher_spans), or None
+    sparse_layers: tuple = ()  # teacher layers fitted like mse posteriors (--sparse_layers)
 
     def keys(self):
         return [head_key(self.name, t) for _, t in self.pairs]
@@ -186,8 +187,13 @@ class DistillTask:
         # fitted by the Bernoulli KL (loss.bernoulli_frame_loss), never standardised
         prob_keys = {head_key(s.name, t) for s in specs for t in s.teacher_layers if t in s.probability_layers}
         self.bce_keys = prob_keys if probability_targets == "bce" else set()
-        # --probability_targets mse: squared error instead of L1 (standardised, with the cosine term)
-        self.squared_keys = prob_keys if probability_targets == "mse" else set()
+        # --probability_targets mse: squared error instead of L1 (standardised, with the cosine term);
+        # --sparse_layers: the same for the layers it names (the trainer pools their std per layer)
+        sparse_keys = {head_key(s.name, t) for s in specs for t in s.teacher_layers if t in s.sparse_layers}
+        if sparse_keys & self.bce_keys:
+            raise ConfigError(f"--sparse_layers names {', '.join(sorted(sparse_keys & self.bce_keys))}, which "
+                              "--probability_targets bce fits as posteriors: drop one of the two")
+        self.squared_keys = (prob_keys if probability_targets == "mse" else set()) | sparse_keys
 
     def weights(self, domains, device="cpu"):
         """(B, M) domain weights of the batch's utterances; a domain is a label or a posterior

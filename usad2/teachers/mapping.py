@@ -31,17 +31,20 @@ def teacher_layers(num_teacher_layers, k, name="teacher"):
     return [(i * num_teacher_layers) // k for i in range(1, k + 1)]
 
 
-def parse_student_layers(text):
-    """"name=1,2,3;other=2,3,4" (or a {name: [layers]} dict from YAML) -> {name: [int, ...]}."""
+def parse_student_layers(text, option="--student_layers"):
+    """"name=1,2,3;other=2,3,4" (or a {name: [layers]} dict from YAML) -> {name: [int, ...]}.
+
+    `option` names the command-line option in errors (other per-teacher layer lists share the form).
+    """
     if not text:
         return {}
     out = {}
-    for name, layers in named_values(text, ";", "--student_layers", "NAME=LAYER,LAYER,..."):
+    for name, layers in named_values(text, ";", option, "NAME=LAYER,LAYER,..."):
         values = layers if isinstance(layers, (list, tuple)) else str(layers).split(",")
         try:
             out[name] = [int(v) for v in values if str(v).strip()]
         except ValueError:
-            raise ConfigError(f"--student_layers: layers of {name!r} are not integers: {layers!r}")
+            raise ConfigError(f"{option}: layers of {name!r} are not integers: {layers!r}")
     return out
 
 
