@@ -93,6 +93,19 @@ def write_cards(directory, names=None):
     return directory
 
 
+def tiny_distill_runner(tmp_path, train, cards):
+    """run(out, *extra, steps="2"): two deterministic distill steps of the three tiny teachers into
+    tmp_path/out (fp32, no dropout, seed 0), for tests that compare runs differing in one option."""
+    from usad2.bin.distill import main
+
+    def run(out, *extra, steps="2"):
+        return main(["--train_dir", train, "--teachers", "tiny_speech,tiny_audio,tiny_music",
+                     "--teacher_cards", cards, "--plugins", "test_distill_task", "--out_dir", str(tmp_path / out),
+                     "--max_steps", steps, "--warmup_steps", "1", "--batch_seconds", "4", "--crop_seconds", "1.0",
+                     "--dropout", "0", "--precision", "fp32", "--seed", "0", *extra])
+    return run
+
+
 def synth(domain, seconds, rng):
     """A short synthetic clip whose spectrum depends on its domain."""
     t = np.arange(int(seconds * SR)) / SR

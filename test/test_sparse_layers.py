@@ -91,8 +91,7 @@ def test_kept_heads_fitted_the_other_way_are_named():
 
 
 def test_distill_with_a_sparse_layer_pools_its_scale_and_changes_only_its_loss(tmp_path):
-    from test_distill_task import make_data_dir, write_cards
-    from usad2.bin.distill import main
+    from test_distill_task import make_data_dir, tiny_distill_runner, write_cards
     from usad2.bin.fidelity import fidelity
     from usad2.distill.fidelity import teacher_specs_of
 
@@ -101,11 +100,7 @@ def test_distill_with_a_sparse_layer_pools_its_scale_and_changes_only_its_loss(t
     train = make_data_dir(tmp_path / "train", n_per_domain=4, seed=1)
     dev = make_data_dir(tmp_path / "dev", n_per_domain=1, seed=2)
 
-    def run(out, *extra, steps="2"):
-        return main(["--train_dir", train, "--teachers", "tiny_speech,tiny_audio,tiny_music",
-                     "--teacher_cards", cards, "--plugins", "test_distill_task", "--out_dir", str(tmp_path / out),
-                     "--max_steps", steps, "--warmup_steps", "1", "--batch_seconds", "4", "--crop_seconds", "1.0",
-                     "--dropout", "0", "--precision", "fp32", "--seed", "0", *extra])
+    run = tiny_distill_runner(tmp_path, train, cards)
 
     run("plain")
     run("sparse", "--sparse_layers", "tiny_speech=2")

@@ -49,8 +49,7 @@ def test_specs_get_their_span_a_card_outside_the_run_is_ignored_and_a_non_card_r
 
 
 def test_distill_with_a_span_changes_only_that_teachers_loss_and_records_it(tmp_path):
-    from test_distill_task import make_data_dir, write_cards
-    from usad2.bin.distill import main
+    from test_distill_task import make_data_dir, tiny_distill_runner, write_cards
     from usad2.bin.fidelity import fidelity
     from usad2.distill.fidelity import teacher_specs_of
 
@@ -58,11 +57,7 @@ def test_distill_with_a_span_changes_only_that_teachers_loss_and_records_it(tmp_
     train = make_data_dir(tmp_path / "train", n_per_domain=4, seed=1)
     dev = make_data_dir(tmp_path / "dev", n_per_domain=1, seed=2)
 
-    def run(out, *extra, steps="2"):
-        return main(["--train_dir", train, "--teachers", "tiny_speech,tiny_audio,tiny_music",
-                     "--teacher_cards", cards, "--plugins", "test_distill_task", "--out_dir", str(tmp_path / out),
-                     "--max_steps", steps, "--warmup_steps", "1", "--batch_seconds", "4", "--crop_seconds", "1.0",
-                     "--dropout", "0", "--precision", "fp32", "--seed", "0", *extra])
+    run = tiny_distill_runner(tmp_path, train, cards)
 
     run("plain")
     run("span", "--teacher_spans", "tiny_speech=0.2")  # tiny_speech: 25 Hz frames, each over 0.2 s

@@ -80,17 +80,12 @@ def test_report_weights_follow_the_runs_scales(tmp_path):
 
 
 def test_distill_records_the_scales_and_refuses_a_changed_resume(tmp_path):
-    from test_distill_task import make_data_dir, write_cards
-    from usad2.bin.distill import main
+    from test_distill_task import make_data_dir, tiny_distill_runner, write_cards
 
     cards = write_cards(str(tmp_path / "cards"))
     train = make_data_dir(tmp_path / "train", n_per_domain=4, seed=1)
 
-    def run(out, *extra, steps="2"):
-        return main(["--train_dir", train, "--teachers", "tiny_speech,tiny_audio,tiny_music",
-                     "--teacher_cards", cards, "--plugins", "test_distill_task", "--out_dir", str(tmp_path / out),
-                     "--max_steps", steps, "--warmup_steps", "1", "--batch_seconds", "4", "--crop_seconds", "1.0",
-                     "--dropout", "0", "--precision", "fp32", "--seed", "0", *extra])
+    run = tiny_distill_runner(tmp_path, train, cards)
 
     with pytest.raises(ConfigError, match="no_such_teacher"):
         run("typo", "--teacher_weights", "no_such_teacher=2")
