@@ -87,7 +87,8 @@ def test_kept_heads_fitted_the_other_way_are_named():
     inputs = {"yamnet:L6": 6, "yamnet:L4": 4}
     problems = build.kept_head_changes(init, ["yamnet:L4", "yamnet:L6"], inputs, set(), _cfg())
     assert problems == ["--sparse_layers names the kept heads yamnet:L6 in one of the two runs only: they change units"]
-    assert build.kept_head_changes(init, ["yamnet:L4", "yamnet:L6"], inputs, set(), _cfg(sparse_layers="yamnet=6")) == []
+    same = _cfg(sparse_layers="yamnet=6")
+    assert build.kept_head_changes(init, ["yamnet:L4", "yamnet:L6"], inputs, set(), same) == []
 
 
 def test_distill_with_a_sparse_layer_pools_its_scale_and_changes_only_its_loss(tmp_path):

@@ -125,8 +125,8 @@ class TrainConfig:
         choices=("logit", "raw", "bce", "mse"), identity=True)
     sparse_layers: Optional[str] = _option(
         None, "per teacher, layers whose dimensions are mostly inactive, fitted as --probability_targets mse fits "
-        "posteriors (centred, one std per layer, squared error instead of L1), e.g. 'yamnet=6' (YAMNet's embedding, four "
-        "fifths zeros); ';' between teachers; default none = every layer standardised per dimension",
+        "posteriors (centred, one std per layer, squared error instead of L1), e.g. 'yamnet=6' (YAMNet's "
+        "embedding, four fifths zeros); ';' between teachers; default none = every layer standardised per dimension",
         identity=True)
     norm_batches: int = _option(20, "training batches used for the target statistics")
     # initialisation, stage 2, up-scaling
