@@ -259,6 +259,30 @@ def test_stage2_keeping_stage1_heads(corpus, stage1, tmp_path):
     assert torch.allclose(ckpt["heads"]["tiny_music:L5.2.weight"], old["tiny_music:L5.2.weight"], atol=1e-6)
 
 
+def test_upscaled_stage2_keeps_stage1_heads_on_copies_of_their_layers(corpus, stage1, tmp_path):
+    # the paper's order: up-scale the stage-1 model (4 -> 7 layers; 5-7 copy 2-4), then stage 2 keeping
+    # the stage-1 heads on the copies of their layers: no moved-head warning, the heads taken over
+    out = str(tmp_path / "plus_upscaled")
+    main(argv(corpus, out, 1, "--init", stage1, "--upscale_ranges", "1-4,2-4", "--stage2_teachers", "tiny_music",
+              "--drop_stage1", "false", "--teachers", "tiny_speech", "--student_layers", "tiny_speech=1,2,7",
+              "--lr", "1e-12", dev=False))
+    ckpt = torch.load(os.path.join(out, "checkpoints", "last.pt"), weights_only=True)
+    assert ckpt["model_config"]["num_layers"] == 7
+    assert ckpt["head_inputs"]["tiny_speech:L3"] == 7
+    old = torch.load(stage1, weights_only=True)["heads"]
+    assert torch.allclose(ckpt["heads"]["tiny_speech:L3.0.weight"], old["tiny_speech:L3.0.weight"], atol=1e-6)
+    with open(os.path.join(out, "distill.log")) as f:
+        log = f.read()
+    assert "heads taken from the init checkpoint: tiny_music:L5, tiny_speech:L1" in log
+    assert "heads now read other student layers" not in log
+    moved = str(tmp_path / "plus_moved")
+    main(argv(corpus, moved, 1, "--init", stage1, "--upscale_ranges", "1-4,2-4", "--stage2_teachers", "tiny_music",
+              "--drop_stage1", "false", "--teachers", "tiny_speech", "--student_layers", "tiny_speech=1,2,6",
+              "--lr", "1e-12", dev=False))
+    with open(os.path.join(moved, "distill.log")) as f:
+        assert "tiny_speech:L3 (layer 4 -> 6, a copy of layer 3)" in f.read()
+
+
 def test_upscaled_export_continues_stage1(corpus, stage1, tmp_path):
     export = str(tmp_path / "model.pt")
     save_export(model_from_checkpoint(torch.load(stage1, weights_only=True)), export)
@@ -432,6 +456,22 @@ def test_student_layers_move_a_teachers_heads_and_a_continuation_is_warned(corpu
     assert canonical.student_layers == "basic_pitch=1,2,3;yamnet=2,3,4"
     assert TrainConfig(train_dir="t", out_dir="o", student_layers={"yamnet": [2, 3, 4], "basic_pitch": [1, 2, 3]}
                        ).identity_changes(canonical) == []
+
+
+def test_kept_heads_on_copies_of_their_layers_after_upscaling_are_not_moved():
+    # 6 -> 8 layers by 1-4,3-6: new layers 5-8 copy 3, 4, 5, 6
+    cfg = TrainConfig(train_dir="t", out_dir="o", upscale_ranges="1-4,3-6")
+    sources = build.upscaled_sources(cfg, 6)
+    assert sources == {1: 1, 2: 2, 3: 3, 4: 4, 5: 3, 6: 4, 7: 5, 8: 6}
+    assert build.upscaled_sources(TrainConfig(train_dir="t", out_dir="o"), 6) is None
+    init = {"head_inputs": {"sp:L1": 2, "sp:L2": 4, "sp:L3": 6}}
+    keys = ["sp:L1", "sp:L2", "sp:L3"]
+    assert build.kept_head_changes(init, keys, {"sp:L1": 2, "sp:L2": 6, "sp:L3": 8}, set(), cfg, sources) == []
+    assert build.kept_head_changes(init, keys, {"sp:L1": 2, "sp:L2": 5, "sp:L3": 8}, set(), cfg, sources) == [
+        "heads now read other student layers: sp:L2 (layer 4 -> 5, a copy of layer 3) (see --student_layers)"]
+    # without the layer map the same layers count as moved
+    assert "sp:L2 (layer 4 -> 6)" in build.kept_head_changes(init, keys, {"sp:L1": 2, "sp:L2": 6, "sp:L3": 8},
+                                                             set(), cfg)[0]
 
 
 def test_kept_probability_heads_in_other_units_are_named():

@@ -12,7 +12,7 @@ from usad2.errors import ConfigError, TeacherError
 from usad2.models.checkpoint import read_model_file
 from usad2.models.heads import head_key
 from usad2.models.presets import get_preset
-from usad2.models.upscale import upscale
+from usad2.models.upscale import layer_map, parse_ranges, upscale
 from usad2.models.wave_encoder import Usad2Model
 from usad2.teachers.mapping import parse_student_layers
 from usad2.teachers.registry import load_card
@@ -184,19 +184,32 @@ def load_init_heads(model, init, cfg, specs=()):
     keys = sorted({k.split(".")[0] for k in taken})
     logger.info("heads taken from the init checkpoint: %s", ", ".join(keys) or "none")
     probability_keys = {head_key(s.name, t) for s in specs for t in s.teacher_layers if t in s.probability_layers}
-    for problem in kept_head_changes(init.raw, keys, model.head_inputs, probability_keys, cfg):
+    sources = upscaled_sources(cfg, init.model_config["num_layers"])
+    for problem in kept_head_changes(init.raw, keys, model.head_inputs, probability_keys, cfg, sources):
         logger.warning("%s: %s", cfg.init, problem)
     return keys
 
 
-def kept_head_changes(init_ckpt, keys, head_inputs, probability_keys, cfg):
+def upscaled_sources(cfg, init_layers):
+    """{new layer: the --init layer it copies} under --upscale_ranges (1-based), else None."""
+    if not cfg.upscale_ranges:
+        return None
+    return dict(enumerate(layer_map(parse_ranges(cfg.upscale_ranges), int(init_layers)), start=1))
+
+
+def kept_head_changes(init_ckpt, keys, head_inputs, probability_keys, cfg, sources=None):
     """What makes heads taken from --init predict something else now: another student layer, or
     another form of the probability targets (e.g. a stage 2 run without its stage 1's
-    --probability_targets). A continuation should repeat the options of the run it continues."""
+    --probability_targets). A continuation should repeat the options of the run it continues.
+
+    `sources` ({new layer: init layer}, after depth up-scaling) counts a head that reads a copy of
+    its old layer as unmoved.
+    """
     problems = []
     recorded = dict(init_ckpt.get("head_inputs") or {})
-    moved = [f"{k} (layer {recorded[k]} -> {head_inputs[k]})" for k in keys
-             if k in recorded and k in head_inputs and recorded[k] != head_inputs[k]]
+    sources = sources or {}
+    moved = [f"{k} (layer {recorded[k]} -> {head_inputs[k]}{_copy_of(sources, head_inputs[k])})" for k in keys
+             if k in recorded and k in head_inputs and recorded[k] != sources.get(head_inputs[k], head_inputs[k])]
     if moved:
         problems.append("heads now read other student layers: " + ", ".join(moved) + " (see --student_layers)")
     saved = (init_ckpt.get("config") or {}).get("probability_targets", "raw")
@@ -210,6 +223,11 @@ def kept_head_changes(init_ckpt, keys, head_inputs, probability_keys, cfg):
         problems.append(f"--sparse_layers names the kept heads {', '.join(changed)} in one of the two runs only: "
                         "they change units")
     return problems
+
+
+def _copy_of(sources, layer):
+    """", a copy of layer N" for an up-scaled layer, else ""."""
+    return f", a copy of layer {sources[layer]}" if layer in sources else ""
 
 
 def _sparse_keys(text):
