@@ -115,6 +115,23 @@ def test_recipe_plus_keep_stage1(recorded_recipe):
     assert r.returncode != 0 and "option 'plus_keep_stage1' takes true or false, got 'yes'" in r.stderr and not lines
 
 
+def test_recipe_plus_interpolate(recorded_recipe):
+    """--plus_interpolate W: stage 7 exports the stage-2 model moved W of the way to the stage-1 model;
+    the stage-1 export and 0 (the paper's) export the models as trained."""
+    stage1_ckpt = "exp/usad2_mini6_offline_distill_default/checkpoints/last.pt"
+    r, _, lines = _recipe(recorded_recipe, "--plus_interpolate", "0.3")
+    assert r.returncode == 0, r.stderr
+    e1, e2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.export"]
+    assert "--interpolate_with" not in e1
+    assert _val(e2, "--interpolate_with") == stage1_ckpt and _val(e2, "--interpolate_weight") == "0.3"
+    assert "the stage-2 model interpolated with the stage-1 model at weight 0.3" in r.stderr
+    r, _, lines = _recipe(recorded_recipe, "--plus_interpolate", "0")
+    assert r.returncode == 0 and not any("--interpolate_with" in line for line in lines)
+    r, _, lines = _recipe(recorded_recipe, "--plus_interpolate", "0.5", "--stage2_init", "scratch")
+    assert r.returncode != 0 and "--plus_interpolate needs --stage2_init stage1" in r.stderr
+    assert not any("usad2.bin.export" in line for line in lines)
+
+
 def test_recipe_stage1_only(recorded_recipe):
     """--run_plus false: stage 1 is the final model; its dir holds export and probe."""
     r, verbs, lines = _recipe(recorded_recipe, "--run_plus", "false")

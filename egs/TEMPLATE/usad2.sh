@@ -51,6 +51,7 @@ plus_config=""          # YAML config of stage 6 (empty: the verb's defaults); i
 run_plus=true           # run stage 6 (the "+" stage-2 training, the paper's full method); false: stop after stage 1
 stage2_init=stage1      # stage 6 starts from: stage1 (the stage-5 model) or scratch (a random --student)
 plus_keep_stage1=false  # true: stage 6 keeps distilling the stage-1 teachers beside the "+" ones (false: dropped, as the paper)
+plus_interpolate=0      # stage 7 exports the stage-2 model moved this fraction of the way back to the stage-1 model (0: as trained, the paper's; docs/method.md §4.1)
 omega=""                # domain weight ω of stages 5 and 6 (empty: the verb's default, 10; 1 = uniform)
 teacher_weights=""      # per-teacher loss scales of stages 5 and 6, NAME=S,... (e.g. speech_embedding=2; docs/method.md §3.5); empty: the stage configs' value, else 1 each
 domain_source=labels    # training domains: labels (utt2domain), infer (stage 3 tags every clip: soft weights from utt2domain_post) or mixed (labels where known, inferred elsewhere)
@@ -308,10 +309,19 @@ fi
 
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     # the stage-1 model always (stage 8 compares it with stage 2), then the final one
+    if [ "${run_plus}" = true ] && [ "${plus_interpolate}" != 0 ] && [ "${stage2_init}" != stage1 ]; then
+        log "--plus_interpolate needs --stage2_init stage1 (a stage-2 model from a random init has no stage-1 model to go back to)"
+        exit 1
+    fi
     for _d in "${trained_dirs[@]}"; do
+        _mix=()  # the stage-2 model moved towards the stage-1 model it started from (--plus_interpolate)
+        if [ "${_d}" = "${plus_dir}" ] && [ "${plus_interpolate}" != 0 ]; then
+            _mix=(--interpolate_with "${stage1_dir}/checkpoints/${export_checkpoint}" --interpolate_weight "${plus_interpolate}")
+            log "Stage 7: the stage-2 model interpolated with the stage-1 model at weight ${plus_interpolate}"
+        fi
         log "Stage 7: export ${_d}/checkpoints/${export_checkpoint} -> ${_d}/export/model.pt"
         "${python}" -m usad2.bin.export --checkpoint "${_d}/checkpoints/${export_checkpoint}" \
-            --out "${_d}/export/model.pt" --force "${force}"
+            --out "${_d}/export/model.pt" --force "${force}" "${_mix[@]+"${_mix[@]}"}"
     done
 fi
 
