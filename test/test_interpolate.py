@@ -1,5 +1,7 @@
 """Weight interpolation of two models (docs/method.md#41-weight-interpolation): the numbers, the refusals,
 and the export verb that writes it (the recipe's stage 7)."""
+import os
+
 import pytest
 import torch
 
@@ -62,3 +64,9 @@ def test_export_verb_writes_the_interpolated_model_and_says_so(tmp_path):
     assert torch.allclose(load_export(out).state_dict()[key], 0.5 * a[key] + 0.5 * b[key], atol=1e-6)
     with pytest.raises(ConfigError, match="--interpolate_weight needs --interpolate_with"):
         export_main(["--checkpoint", stage2, "--out", out, "--interpolate_weight", "0.5"])
+    # the Hugging Face directory says so in its model card
+    hf = str(tmp_path / "hf")
+    assert export_main(["--checkpoint", stage2, "--out", hf, "--format", "hf", "--interpolate_with", stage1,
+                        "--interpolate_weight", "0.25"]) == 0
+    with open(os.path.join(hf, "README.md")) as f:
+        assert f"Weights interpolated: 0.75 x the trained model + 0.25 x `{stage1}`." in f.read()

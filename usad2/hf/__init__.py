@@ -203,6 +203,9 @@ def model_card(model, extra=None, probe_results=None, probe_name="student"):
             lines.append(f"| {t.get('name')} | {t.get('domain', '')} | {t.get('frame_rate', '')} | {pairs} |")
     if extra.get("layer_map"):
         lines += ["", f"Layers upscaled from a shallower model: layer map {extra['layer_map']}."]
+    if extra.get("interpolated_with"):
+        lines += ["", f"Weights interpolated: {1 - extra['interpolation_weight']:g} x the trained model + "
+                      f"{extra['interpolation_weight']:g} x `{extra['interpolated_with']}`."]
     scores = (probe_results or {}).get(probe_name) if isinstance(probe_results, dict) else None
     if isinstance(scores, dict) and scores:
         lines += ["", "## Probe results", "",
