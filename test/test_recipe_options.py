@@ -132,6 +132,26 @@ def test_recipe_plus_interpolate(recorded_recipe):
     assert not any("usad2.bin.export" in line for line in lines)
 
 
+def test_recipe_plus_upscale_ranges(recorded_recipe):
+    """--plus_upscale_ranges: stage 6 up-scales the stage-1 model (the paper's order) into its own dir;
+    the probe's random init is the deeper architecture; a random-init stage 2 or interpolation is refused."""
+    r, verbs, lines = _recipe(recorded_recipe, "--plus_upscale_ranges", "1-4,3-6")
+    assert r.returncode == 0, r.stderr
+    s1, s2 = [line.split() for line in lines if line.split()[1] == "usad2.bin.distill"]
+    assert "--upscale_ranges" not in s1
+    assert _val(s2, "--init") == "exp/usad2_mini6_offline_distill_default"
+    assert _val(s2, "--upscale_ranges") == "1-4,3-6"
+    plus = "exp/usad2_mini6_offline_distill_default_plus_default_upscaled"
+    assert _val(s2, "--out_dir") == plus
+    assert f"random_init={plus}/export/model.pt" in verbs["probe"]
+    r, verbs, lines = _recipe(recorded_recipe)
+    assert "random_init=mini6" in verbs["probe"]
+    for extra, message in ((["--stage2_init", "scratch"], "--plus_upscale_ranges needs --stage2_init stage1"),
+                           (["--plus_interpolate", "0.5"], "--plus_interpolate needs two models of one depth")):
+        r, _, lines = _recipe(recorded_recipe, "--plus_upscale_ranges", "1-4,3-6", *extra)
+        assert r.returncode != 0 and message in r.stderr and not lines
+
+
 def test_recipe_stage1_only(recorded_recipe):
     """--run_plus false: stage 1 is the final model; its dir holds export and probe."""
     r, verbs, lines = _recipe(recorded_recipe, "--run_plus", "false")

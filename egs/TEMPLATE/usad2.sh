@@ -51,6 +51,7 @@ plus_config=""          # YAML config of stage 6 (empty: the verb's defaults); i
 run_plus=true           # run stage 6 (the "+" stage-2 training, the paper's full method); false: stop after stage 1
 stage2_init=stage1      # stage 6 starts from: stage1 (the stage-5 model) or scratch (a random --student)
 plus_keep_stage1=false  # true: stage 6 keeps distilling the stage-1 teachers beside the "+" ones (false: dropped, as the paper)
+plus_upscale_ranges=""  # stage 6 first up-scales the stage-1 model by these block ranges, e.g. 1-4,3-6 (6 -> 8 layers), the paper's order (docs/method.md §5); empty: no up-scaling
 plus_interpolate=0      # stage 7 exports the stage-2 model moved this fraction of the way back to the stage-1 model (0: as trained, the paper's; docs/method.md §4.1)
 omega=""                # domain weight ω of stages 5 and 6 (empty: the verb's default, 10; 1 = uniform)
 teacher_weights=""      # per-teacher loss scales of stages 5 and 6, NAME=S,... (e.g. speech_embedding=2; docs/method.md §3.5); empty: the stage configs' value, else 1 each
@@ -159,6 +160,13 @@ plus_tag=${tag}_plus
 if [ -n "${plus_config}" ]; then
     _plus_stem=$(_stem "${plus_config}")
     plus_tag+="_${_plus_stem#plus_}"
+fi
+[ -z "${plus_upscale_ranges}" ] || plus_tag+="_upscaled"
+if [ -n "${plus_upscale_ranges}" ] && [ "${stage2_init}" != stage1 ]; then
+    log "--plus_upscale_ranges needs --stage2_init stage1 (it up-scales the stage-1 model)"; exit 1
+fi
+if [ -n "${plus_upscale_ranges}" ] && [ "${plus_interpolate}" != 0 ]; then
+    log "--plus_interpolate needs two models of one depth; --plus_upscale_ranges makes stage 2 deeper"; exit 1
 fi
 stage1_dir="${expdir}/${tag}"
 plus_dir="${expdir}/${plus_tag}"
@@ -297,6 +305,7 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
         log "Stage 6: distill stage 2 (\"+\") from ${stage2_init} -> ${plus_dir}/"
         _init=(--init "${stage1_dir}")
         [ "${stage2_init}" = stage1 ] || _init=(--student "${student}")  # ablation: from a random init
+        [ -z "${plus_upscale_ranges}" ] || _init+=(--upscale_ranges "${plus_upscale_ranges}")
         _keep=()  # the stage-1 teachers (and their heads, from the init) stay in the loss
         [ "${plus_keep_stage1}" = false ] || _keep=(--teachers "${teachers}" --drop_stage1 false)
         require_card_dir
@@ -342,7 +351,9 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
     for _ckpt in "${stage1_dir}/checkpoints/${export_checkpoint}" "${_heads_ckpt}"; do
         [ ! -f "${_ckpt}" ] || _models+=(--model "teachers_of=${_ckpt}")  # teachers it learnt from
     done
-    _models+=(--model fbank --model "random_init=${student}")
+    _random="${student}"  # the final model's architecture, untrained (deeper than --student when up-scaled)
+    [ -z "${plus_upscale_ranges}" ] || [ "${run_plus}" = false ] || _random="${final_dir}/export/model.pt"
+    _models+=(--model fbank --model "random_init=${_random}")
     require_card_dir
     "${cards_env[@]+"${cards_env[@]}"}" "${python}" -m usad2.bin.probe "${_models[@]}" --data_root "${dumpdir}/raw" \
         --train_set "${train_set}" --dev_set "${dev_set}" --test_set "${_tests[0]}" \
