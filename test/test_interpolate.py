@@ -39,7 +39,8 @@ def test_every_weight_moves_by_the_given_fraction():
 
 def test_other_architectures_and_bad_weights_are_refused():
     a = _model(0)
-    with pytest.raises(ConfigError, match=r"cannot interpolate a.pt with b.pt: other architectures \(.*d_model 64 vs 192"):
+    with pytest.raises(ConfigError,
+                       match=r"cannot interpolate a.pt with b.pt: other architectures \(.*d_model 64 vs 192"):
         interpolate_models(a, _model(1, "mini"), 0.5, "a.pt", "b.pt")
     with pytest.raises(ConfigError, match=r"weight must lie in \[0, 1\].*got 1.5"):
         interpolate_models(a, _model(1), 1.5)

@@ -163,10 +163,10 @@ if [ -n "${plus_config}" ]; then
 fi
 [ -z "${plus_upscale_ranges}" ] || plus_tag+="_upscaled"
 if [ -n "${plus_upscale_ranges}" ] && [ "${stage2_init}" != stage1 ]; then
-    log "--plus_upscale_ranges needs --stage2_init stage1 (it up-scales the stage-1 model)"; exit 1
+    die "--plus_upscale_ranges needs --stage2_init stage1 (it up-scales the stage-1 model)"
 fi
 if [ -n "${plus_upscale_ranges}" ] && [ "${plus_interpolate}" != 0 ]; then
-    log "--plus_interpolate needs two models of one depth; --plus_upscale_ranges makes stage 2 deeper"; exit 1
+    die "--plus_interpolate needs two models of one depth; --plus_upscale_ranges makes stage 2 deeper"
 fi
 stage1_dir="${expdir}/${tag}"
 plus_dir="${expdir}/${plus_tag}"
@@ -319,13 +319,14 @@ fi
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     # the stage-1 model always (stage 8 compares it with stage 2), then the final one
     if [ "${run_plus}" = true ] && [ "${plus_interpolate}" != 0 ] && [ "${stage2_init}" != stage1 ]; then
-        log "--plus_interpolate needs --stage2_init stage1 (a stage-2 model from a random init has no stage-1 model to go back to)"
-        exit 1
+        die "--plus_interpolate needs --stage2_init stage1 (a stage-2 model from a random init has no stage-1 model" \
+            "to go back to)"
     fi
     for _d in "${trained_dirs[@]}"; do
         _mix=()  # the stage-2 model moved towards the stage-1 model it started from (--plus_interpolate)
         if [ "${_d}" = "${plus_dir}" ] && [ "${plus_interpolate}" != 0 ]; then
-            _mix=(--interpolate_with "${stage1_dir}/checkpoints/${export_checkpoint}" --interpolate_weight "${plus_interpolate}")
+            _mix=(--interpolate_with "${stage1_dir}/checkpoints/${export_checkpoint}"
+                  --interpolate_weight "${plus_interpolate}")
             log "Stage 7: the stage-2 model interpolated with the stage-1 model at weight ${plus_interpolate}"
         fi
         log "Stage 7: export ${_d}/checkpoints/${export_checkpoint} -> ${_d}/export/model.pt"
