@@ -104,6 +104,9 @@ class TrainConfig:
     dev_max_seconds: Optional[float] = _option(None, "centre-crop longer dev utterances to this", parse=float)
     grad_accum: int = _option(1, "micro-batches per optimizer step", identity=True)
     clip_grad: float = _option(5.0, "gradient norm clipping (0 = off)")
+    ema_decay: float = _option(0.0, "exponential moving average of the student's and heads' weights with this decay "
+                               "(e.g. 0.999; 0 = off, the paper): the dev loss, best.pt, export and a stage-2 --init "
+                               "then use the averaged weights (usad2.distill.ema)", identity=True)
     # checkpoints and logs
     save_every: int = _option(500, "checkpoint every N steps (and at the end)")
     keep_last: int = _option(3, "step checkpoints kept (best.pt and last.pt always)")
@@ -164,6 +167,11 @@ class TrainConfig:
         self.sparse_layers = format_student_layers(parse_student_layers(self.sparse_layers, "--sparse_layers"))
         self.teacher_weights = format_teacher_weights(parse_teacher_weights(self.teacher_weights))
         self.teacher_spans = format_teacher_spans(parse_teacher_spans(self.teacher_spans))
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"--ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.ema_decay and self.fsdp:
+            raise ConfigError("--ema_decay is not supported with --fsdp (the average would need the full, unsharded "
+                              "weights every step); use DDP (--fsdp false)")
         if self.student is None and not self.init:
             self.student = "tiny"
         if self.teacher_mode == "online":

@@ -19,7 +19,9 @@ torch.load(weights_only=True)) hold the student ("model": "encoder.*" keys, so
 "heads", the head layout, target statistics, optimizer, scheduler, every rank's data-pipeline
 state and RNG states (torch, CUDA, numpy, python), the step, the dev-loss history and the full
 training config (plain values). `last.pt` and `best.pt` (lowest dev loss) are hard links, so
-pruning to the last `keep_last` step files never removes them. Rerunning the same command resumes
+pruning to the last `keep_last` step files never removes them. With `--ema_decay` (`usad2.distill.ema`),
+"model"/"heads" hold the averaged weights and "train_model"/"train_heads"/"ema_updates" the
+optimizer's weights and the average's step count, and the dev loss is the average's. Rerunning the same command resumes
 from the newest step file; the loss sequence then continues exactly as without interruption
 (CPU, same world size: data state and RNG states are restored).
 
@@ -47,6 +49,7 @@ import torch
 from usad2.distill.build import (build_student, heads_hidden, import_plugins, load_init_heads, loss_scales,
                                  teacher_specs)
 from usad2.distill.config import TrainConfig
+from usad2.distill.ema import WeightAverage
 from usad2.distill.optim import build_optimizer, clip_gradients
 from usad2.distill.parallel import full_state, load_optimizer_state, wrap
 from usad2.distill.target_sources import OfflineTargets, OnlineTargets, with_probability_targets
@@ -104,6 +107,7 @@ class Trainer:
             self.task.stats.pool_std(self.task.squared_keys)  # mse: one scale per probability layer
         self._wrap()
         self._build_optimizer()
+        self.ema = WeightAverage(self.raw_model, cfg.ema_decay) if cfg.ema_decay else None
         seed_everything(cfg.seed + 7919 * (dist_env.rank + 1))  # per-rank dropout streams
         if ckpt:
             self._restore(ckpt)
@@ -141,9 +145,9 @@ class Trainer:
         if hidden is None:  # unset: the heads continue as they were (a resume, or kept stage-1 heads)
             hidden = heads_hidden(ckpt["heads"] if ckpt else (init.heads if init else None))
         model = DistillModel(student, self.specs, hidden)
-        if ckpt:
-            student.load_state_dict(ckpt["model"], strict=True)
-            model.heads.load_state_dict(ckpt["heads"], strict=True)
+        if ckpt:  # with --ema_decay, "model"/"heads" are the average and the optimizer's weights are "train_*"
+            student.load_state_dict(ckpt.get("train_model", ckpt["model"]), strict=True)
+            model.heads.load_state_dict(ckpt.get("train_heads", ckpt["heads"]), strict=True)
         else:
             load_init_heads(model, init, cfg, self.specs)
         self.raw_model = model.to(self.device)
@@ -212,6 +216,10 @@ class Trainer:
         self.step, self.dev_history = ckpt["step"], list(ckpt["dev_history"])
         self.best = ckpt.get("best")
         self.hours, self.flops = ckpt["hours"], ckpt["flops"]
+        if self.ema is not None:
+            averaged = {**{f"student.{k}": v for k, v in ckpt["model"].items()},
+                        **{f"heads.{k}": v for k, v in ckpt["heads"].items()}}
+            self.ema.load(averaged, ckpt["ema_updates"])
         same_world = len(ckpt["rng"]) == self.env.world_size
         self.train_pipe.load_state_dict(ckpt["data"][self.env.rank if same_world else 0])
         if same_world:
@@ -252,6 +260,8 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.raw_model)
         self.step += 1
         self.hours += seconds / 3600.0
         self.flops += 6.0 * self.num_params * frames
@@ -262,9 +272,15 @@ class Trainer:
         return merged
 
     # -- evaluation
-    @torch.no_grad()
     def evaluate(self):
-        """Dev loss in original target units over the whole dev set (all ranks)."""
+        """Dev loss in original target units over the whole dev set (all ranks), of the averaged
+        weights with --ema_decay."""
+        averaged = self.ema.swapped_in(self.raw_model) if self.ema is not None else contextlib.nullcontext()
+        with averaged:
+            return self._evaluate()
+
+    @torch.no_grad()
+    def _evaluate(self):
         self.model.eval()
         acc = EvalAccumulator(self.task)
         fsdp = self.cfg.fsdp and dist.is_initialized()
@@ -290,10 +306,12 @@ class Trainer:
             is_best = dev is not None and (self.best is None or dev["loss"] < self.best["loss"])
             if is_best:
                 self.best = {"step": self.step, "loss": dev["loss"]}
+            train_state = model_state
+            if self.ema is not None:
+                model_state = self.ema.averaged_state(train_state)
             ckpt = {
                 "format": TRAIN_FORMAT, "step": self.step, "config": self.cfg.to_dict(),
-                "model": {k[len("student."):]: v for k, v in model_state.items() if k.startswith("student.")},
-                "heads": {k[len("heads."):]: v for k, v in model_state.items() if k.startswith("heads.")},
+                "model": _part(model_state, "student."), "heads": _part(model_state, "heads."),
                 "model_config": self.student.config.to_dict(), "fbank_config": self.student.fbank_config.to_dict(),
                 "head_inputs": dict(self.raw_model.head_inputs),
                 "teachers": [{"name": s.name, "domain": s.domain, "frame_rate": str(s.frame_rate),
@@ -303,6 +321,9 @@ class Trainer:
                 "data": datas, "rng": rngs, "dev_history": list(self.dev_history), "best": self.best,
                 "hours": self.hours, "flops": self.flops,
             }
+            if self.ema is not None:
+                ckpt.update(train_model=_part(train_state, "student."), train_heads=_part(train_state, "heads."),
+                            ema_updates=self.ema.updates)
             path = write_checkpoint(ckpt, self.ckpt_dir, self.cfg.keep_last, is_best)
             logger.info("saved %s%s", path, " (best so far)" if is_best else "")
         dist.barrier()
@@ -349,6 +370,11 @@ class Trainer:
             self.tb.close()
         logger.info("done: step %d in %.1f s this run; best %s", self.step, time.time() - start, self.best)
         return {"step": self.step, "last": last, "best": self.best, "dev_history": self.dev_history}
+
+
+def _part(state, prefix):
+    """The entries of `state` under `prefix`, without it."""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def train(cfg):
