@@ -8,8 +8,7 @@ import os
 import pytest
 import torch
 
-from test_distill_task import make_data_dir, write_cards
-from test_trainer import argv, losses
+from test_trainer import argv, corpus, losses  # noqa: F401 (corpus: the fixture)
 from usad2.bin.distill import main
 from usad2.distill.config import TrainConfig
 from usad2.distill.ema import WeightAverage
@@ -17,14 +16,6 @@ from usad2.errors import ConfigError
 from usad2.models.export import export_from_checkpoint, load_export
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    return {"cards": write_cards(str(root / "cards")),
-            "train": make_data_dir(root / "train", n_per_domain=8, seed=1),
-            "dev": make_data_dir(root / "dev", n_per_domain=2, seed=2)}
 
 
 def _ckpt(out, name="last.pt"):
