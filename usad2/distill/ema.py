@@ -3,8 +3,9 @@
 The optimizer trains the model as usual; after every step the average moves towards the new
 weights: avg <- d * avg + (1 - d) * w, bias-corrected as Adam's moments are: the average after t
 updates weighs the t weights seen by d^(t - s) and sums to 1, so the initial weights never enter
-and the window is 1 / (1 - d) steps from the start (0.999: the last ~1000 steps). Training itself is unchanged: with the same seed the optimizer's weights follow the run
-without averaging exactly (test_ema.py). What the average changes is what the run hands on: the
+and the window is 1 / (1 - d) steps from the start (0.999: the last ~1000 steps). Training itself
+is unchanged: with the same seed the optimizer's weights follow the run without averaging exactly
+(test_ema.py). What the average changes is what the run hands on: the
 dev loss, `best.pt`, the checkpoint's "model"/"heads" (so export, probe and a stage-2 `--init`
 read the average) are the averaged weights; the optimizer's own weights are kept beside them for
 the resume (docs/formats.md section 4).

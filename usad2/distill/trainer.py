@@ -19,10 +19,10 @@ torch.load(weights_only=True)) hold the student ("model": "encoder.*" keys, so
 "heads", the head layout, target statistics, optimizer, scheduler, every rank's data-pipeline
 state and RNG states (torch, CUDA, numpy, python), the step, the dev-loss history and the full
 training config (plain values). `last.pt` and `best.pt` (lowest dev loss) are hard links, so
-pruning to the last `keep_last` step files never removes them. With `--ema_decay` (`usad2.distill.ema`),
-"model"/"heads" hold the averaged weights and "train_model"/"train_heads"/"ema_updates" the
-optimizer's weights and the average's step count, and the dev loss is the average's. Rerunning the same command resumes
-from the newest step file; the loss sequence then continues exactly as without interruption
+pruning to the last `keep_last` step files never removes them. With `--ema_decay`
+(`usad2.distill.ema`), "model"/"heads" hold the averaged weights, "train_model"/"train_heads"/
+"ema_updates" the optimizer's weights and the average's step count, and the dev loss is the
+average's. Rerunning the same command resumes from the newest step file; the loss sequence then continues exactly as without interruption
 (CPU, same world size: data state and RNG states are restored).
 
 Logs: `<out>/distill.log` (text; other ranks under `<out>/logs/`), `<out>/metrics.jsonl` (one
