@@ -64,7 +64,8 @@ def test_training_is_unchanged_and_checkpoints_hand_on_the_average(corpus, tmp_p
         assert torch.equal(ckpt["train_model"][key], value), key
     for key, value in ref["heads"].items():
         assert torch.equal(ckpt["train_heads"][key], value), key
-    moved = [k for k, v in ckpt["model"].items() if v.is_floating_point() and not torch.equal(v, ckpt["train_model"][k])]
+    moved = [k for k, v in ckpt["model"].items()
+             if v.is_floating_point() and not torch.equal(v, ckpt["train_model"][k])]
     assert len(moved) > 10
     assert a[6]["dev/loss"] != b[6]["dev/loss"]  # the dev loss is the average's
     export = str(tmp_path / "model.pt")

@@ -22,8 +22,9 @@ training config (plain values). `last.pt` and `best.pt` (lowest dev loss) are ha
 pruning to the last `keep_last` step files never removes them. With `--ema_decay`
 (`usad2.distill.ema`), "model"/"heads" hold the averaged weights, "train_model"/"train_heads"/
 "ema_updates" the optimizer's weights and the average's step count, and the dev loss is the
-average's. Rerunning the same command resumes from the newest step file; the loss sequence then continues exactly as without interruption
-(CPU, same world size: data state and RNG states are restored).
+average's. Rerunning the same command resumes from the newest step file; the loss sequence then
+continues exactly as without interruption (CPU, same world size: data state and RNG states are
+restored).
 
 Logs: `<out>/distill.log` (text; other ranks under `<out>/logs/`), `<out>/metrics.jsonl` (one
 JSON object per step: loss, loss per teacher layer, lr, grad norm, audio hours seen, model
